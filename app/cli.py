@@ -1,0 +1,342 @@
+"""`triage`: the command line for admins, the ops lead and scripts.
+
+Commands that run no flow (import, quarantine, crm, model, sla, policy, --help) never import Prefect:
+it costs seconds at start-up. `--json` prints one JSON object for scripts; otherwise tables for people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from models.errors import ConfigError, FatalError, TriageError
+from models.records import Channel
+
+app = typer.Typer(
+    name="triage",
+    help="Triage inbound enquiries (email, web forms, chat): classify, decide the lane, act, hand the rest to people.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+quarantine_app = typer.Typer(help="Records that could not be parsed or validated: list, show, replay.", no_args_is_help=True)
+db_app = typer.Typer(help="The application database (Alembic migrations).", no_args_is_help=True)
+automation_app = typer.Typer(help="The kill switch: pause automation so every new enquiry goes to people.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(db_app, name="db")
+app.add_typer(automation_app, name="automation")
+
+console = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def _runtime() -> Any:
+    from config.settings import Settings
+    from pipeline.runtime import Runtime
+
+    return Runtime(Settings())
+
+
+def emit(data: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Any]:
+    """A progress bar on stderr for people; nothing for scripts (`--json`) or when not a terminal."""
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def print_summary(summary: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        if key == "accounting":
+            continue
+        table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more (to stderr).")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def demo(
+    as_json: JsonFlag = False,
+    direct: Annotated[bool, typer.Option("--direct", help="Run the steps without Prefect.")] = False,
+) -> None:
+    """Train the starter model, import the bundled sample (email, forms, chat) and run the pipeline once.
+
+    Uses TRIAGE_HOME (default ./.triage). Safe to run again: nothing is imported or written twice.
+    """
+    from pipeline import jobs
+
+    runtime = _runtime()
+    if not as_json:
+        console.print(f"[bold]Workspace[/] {runtime.settings.home.resolve()}")
+        console.print("Training the starter model (bundled data, a starter to replace with your own history)...")
+    jobs.ensure_starter_model(runtime)
+    for name, channel in jobs.DEMO_FILES:
+        with progress_bar(f"import {name}", None, not as_json) as advance:
+            jobs.import_path(runtime, jobs.DEMO_DATA / name, channel, on_batch=advance)
+    _run_pass(runtime, direct=direct, quiet=as_json)
+    summary = jobs.workspace_summary(runtime)
+    if as_json:
+        emit(summary, True)
+    else:
+        print_summary(summary, "triage demo: the workspace after one run")
+        console.print("Next: [bold]triage review list[/], [bold]triage crm list[/], [bold]triage serve[/] (review queue).")
+
+
+def _run_pass(runtime: Any, *, direct: bool, quiet: bool) -> dict[str, Any]:
+    from pipeline import jobs
+
+    if direct:
+        ingests = jobs.read_configured_sources(runtime)
+        with runtime.factory() as session:
+            from store import raw
+
+            pending = raw.count_pending(session)
+        with progress_bar("process", pending, not quiet) as advance:
+            processed = jobs.process(runtime, on_batch=advance)
+        crm = jobs.sync_crm(runtime)
+        summary = jobs.run_summary(runtime, ingests, processed, crm)
+    else:
+        from flows.intake import run_intake_flow
+
+        summary = run_intake_flow()
+    jobs.record_flow_run(runtime, "intake", summary)
+    return summary
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A file or folder: .eml, .mbox, .jsonl, .csv or .json (chat export).")],
+    channel: Annotated[Channel, typer.Option(help="Which channel the records belong to.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Store the records of a file or folder; `triage run` then processes them. Importing twice adds nothing."""
+    from pipeline import jobs
+
+    runtime = _runtime()
+    with progress_bar(f"import {path.name}", None, not as_json) as advance:
+        summary = jobs.import_path(runtime, path, channel, on_batch=advance)
+    data = {"source": summary.source, "channel": summary.channel, "read": summary.read, "stored": summary.stored}
+    if as_json:
+        emit(data, True)
+    else:
+        console.print(f"{summary.source}: read {summary.read} records, stored {summary.stored} new")
+
+
+@app.command()
+def run(
+    as_json: JsonFlag = False,
+    direct: Annotated[bool, typer.Option("--direct", help="Run the steps without Prefect (no flow run recorded).")] = False,
+) -> None:
+    """One pass of every configured source, then process what is pending and send CRM writes.
+
+    Runs as a Prefect flow (ephemeral, no server needed) unless --direct. Re-running adds nothing.
+    """
+    runtime = _runtime()
+    summary = _run_pass(runtime, direct=direct, quiet=as_json)
+    if as_json:
+        emit(summary, True)
+    else:
+        print_summary(summary, "triage run: this pass")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default TRIAGE_WEB__HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TRIAGE_WEB__PORT).")] = None,
+) -> None:
+    """Serve the review queue, the ops pages, the web hooks, /metrics and /healthz."""
+    import uvicorn
+
+    from config.settings import Settings
+
+    settings = Settings()
+    uvicorn.run(
+        "app.web:create_app", factory=True, host=host or settings.web.host, port=port or settings.web.port,
+        proxy_headers=True,
+    )
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    as_json: JsonFlag = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many.")] = 100,
+    all_: Annotated[bool, typer.Option("--all", help="Include records already replayed.")] = False,
+) -> None:
+    """Records that could not be used, newest first, with the reason and where the raw bytes are."""
+    from store import raw
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        rows = raw.list_quarantine(session, limit=limit, include_replayed=all_)
+        data = [
+            {
+                "id": q.id, "source": q.source, "channel": r.channel, "reason": q.reason,
+                "raw_location": f"raw_records.id={r.id} ({r.source} key {r.external_key}, {len(r.payload)} bytes)",
+                "created_at": q.created_at.isoformat(), "replayed_at": q.replayed_at.isoformat() if q.replayed_at else None,
+            }
+            for q, r in rows
+        ]
+    if as_json:
+        emit(data, True)
+        return
+    table = Table("id", "channel", "source", "reason", "raw bytes")
+    for item in data:
+        table.add_row(str(item["id"]), item["channel"], item["source"], item["reason"][:90], item["raw_location"])
+    Console().print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    quarantine_id: Annotated[int, typer.Argument(help="The quarantine id from `triage quarantine list`.")],
+    raw_out: Annotated[Path | None, typer.Option("--raw", help="Write the raw bytes to this file.")] = None,
+) -> None:
+    """Show one quarantined record's reason, and save its raw bytes for inspection."""
+    from store import raw
+    from store.tables import Quarantine
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        row = session.get(Quarantine, quarantine_id)
+        if row is None:
+            raise typer.BadParameter(f"no quarantine row {quarantine_id}")
+        record = raw.get_raw(session, row.raw_id)
+        assert record is not None
+        console.print(f"[bold]{row.source}[/] key {record.external_key}: {row.reason}")
+        if raw_out is not None:
+            raw_out.write_bytes(record.payload)
+            console.print(f"raw bytes written to {raw_out}")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Quarantine ids; none means every open one.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Put quarantined records back in the queue (after fixing the cause); `triage run` processes them."""
+    from store import raw
+    from store.common import utcnow
+    from store.db import transaction
+
+    runtime = _runtime()
+    with transaction(runtime.factory) as session:
+        count = raw.replay_quarantine(session, ids or None, now=utcnow())
+    emit({"replayed": count}, as_json)
+    if not as_json:
+        console.print(f"{count} record(s) back in the queue; run `triage run` to process them")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (also done automatically by every command)."""
+    runtime = _runtime()
+    runtime.engine  # noqa: B018 - building the engine runs the migrations
+    console.print(f"database at the newest revision: {runtime.settings.effective_database_url.split('@')[-1]}")
+
+
+@automation_app.command("pause")
+def automation_pause(
+    reason: Annotated[str, typer.Option(help="Why; shown on every review page while paused.")],
+    by: Annotated[str, typer.Option(help="Who is pausing it.")],
+) -> None:
+    """Pause automation: every new enquiry goes to people until `triage automation resume`."""
+    from store.db import transaction
+    from store.flags import set_automation_paused
+
+    runtime = _runtime()
+    with transaction(runtime.factory) as session:
+        set_automation_paused(session, True, reason=reason, by=by)
+    console.print(f"automation paused by {by}: {reason}")
+
+
+@automation_app.command("resume")
+def automation_resume(by: Annotated[str, typer.Option(help="Who is resuming it.")]) -> None:
+    """Let the decision matrix automate again."""
+    from store.db import transaction
+    from store.flags import set_automation_paused
+
+    runtime = _runtime()
+    with transaction(runtime.factory) as session:
+        set_automation_paused(session, False, reason="resumed", by=by)
+    console.print(f"automation resumed by {by}")
+
+
+@automation_app.command("status")
+def automation_status(as_json: JsonFlag = False) -> None:
+    """Whether automation is paused, and why."""
+    from store.flags import automation_paused
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        paused, reason = automation_paused(session)
+    emit({"paused": paused, "reason": reason}, as_json)
+    if not as_json:
+        console.print(f"automation {'PAUSED: ' + str(reason) if paused else 'running'}")
+
+
+def _mount_optional() -> None:
+    """Mount the command groups of each area (they import only what their commands need)."""
+    import importlib
+
+    groups = [
+        ("app.commands.model", "model_app", "model"),
+        ("app.commands.crm", "crm_app", "crm"),
+        ("app.commands.sla", "sla_app", "sla"),
+        ("app.commands.sla", "report_app", "report"),
+        ("app.commands.review", "review_app", "review"),
+        ("app.commands.review", "users_app", "users"),
+        ("app.commands.ops", "policy_app", "policy"),
+        ("app.commands.ops", "audit_app", "audit"),
+        ("app.commands.ops", "flows_app", "flows"),
+    ]
+    for module_name, attribute, name in groups:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        app.add_typer(getattr(module, attribute), name=name)
+
+
+_mount_optional()
+
+
+def main() -> None:
+    """Entry point: clear one-line errors for people, exit codes for scripts."""
+    try:
+        app()
+    except ConfigError as error:
+        console.print(f"[red]configuration error:[/] {error}")
+        raise SystemExit(2) from error
+    except FatalError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise SystemExit(1) from error
+    except TriageError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise SystemExit(1) from error

@@ -1,0 +1,75 @@
+"""The contract every CRM backend follows, and the canonical lead the pipeline hands it.
+
+The pipeline writes canonical payloads (our own field names, see `LEAD_FIELDS`) into the outbox; each
+backend maps them onto its own fields. Every write carries an idempotency key derived from the enquiry
+id, so sending the same outbox row twice updates instead of duplicating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connectors.base import CheckResult
+
+# Canonical lead fields the pipeline fills (values may be None). Backends map these to their own.
+LEAD_FIELDS = (
+    "external_id", "email", "first_name", "last_name", "company", "phone", "domain", "industry",
+    "employees", "arr_estimate", "segment", "intent", "queue", "priority", "lane", "confidence",
+    "channel", "source", "subject", "description", "received_at", "model_version", "policy_version",
+    "campaign", "lead_source",
+)
+TASK_FIELDS = ("subject", "description", "due_at", "queue", "priority", "owner_queue")
+
+
+@dataclass(frozen=True, slots=True)
+class LeadWrite:
+    """Create the lead with this external id, or update it if it exists."""
+
+    idempotency_key: str
+    external_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWrite:
+    """A follow-up task for a person on the lead with this external id."""
+
+    idempotency_key: str
+    lead_external_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of one write. A failed write that is not retriable waits for a person (crm failures)."""
+
+    idempotency_key: str
+    ok: bool
+    crm_id: str | None = None
+    error: str | None = None
+    retriable: bool = False
+
+
+class CrmBackend(Protocol):
+    """A CRM the outbox drains into.
+
+    Per-record problems (a rejected field) come back as a failed `WriteResult`; a problem with the
+    whole call raises `models.errors.RetriableError` (outage, 429, timeout: the batch is retried later)
+    or `models.errors.FatalError` (bad credentials, missing external-id field: a person must act).
+    """
+
+    name: str
+
+    def check(self) -> CheckResult:
+        """Verify credentials and configuration; never raises."""
+        ...
+
+    def upsert_leads(self, leads: Sequence[LeadWrite]) -> list[WriteResult]:
+        """Upsert leads by external id; one result per input, in order."""
+        ...
+
+    def create_tasks(self, tasks: Sequence[TaskWrite]) -> list[WriteResult]:
+        """Create tasks idempotently (by idempotency key); one result per input, in order."""
+        ...

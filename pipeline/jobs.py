@@ -1,0 +1,181 @@
+"""The jobs the CLI and the flows run: plain functions over a Runtime, with summaries scripts can read.
+
+Flows wrap these in Prefect tasks; `triage run --direct` and the tests call them as they are.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from models.errors import TriageError
+from models.records import Channel, RawStatus
+from pipeline.crm_sync import drain_outbox
+from pipeline.intake import IngestSummary, ingest_source
+from pipeline.process import ProcessSummary, process_pending
+from pipeline.runtime import Runtime, file_source
+from store import enquiries as enquiry_store
+from store import outbox
+from store import raw as raw_store
+from store.db import transaction
+from store.tables import FlowRun
+
+log = logging.getLogger(__name__)
+DEMO_DATA = Path(__file__).resolve().parents[1] / "app" / "demo_data"
+DEMO_FILES: tuple[tuple[str, Channel], ...] = (
+    ("emails.mbox", Channel.EMAIL),
+    ("forms.jsonl", Channel.FORM),
+    ("forms.csv", Channel.FORM),
+    ("chats.json", Channel.CHAT),
+)
+
+Progress = Callable[[int], None]
+
+
+def import_path(runtime: Runtime, path: Path, channel: Channel, *, on_batch: Progress | None = None) -> IngestSummary:
+    """Store the records of a file or folder as raw records (processing happens in `run`)."""
+    return ingest_source(runtime.factory, file_source(path, channel), on_batch=on_batch)
+
+
+def read_configured_sources(runtime: Runtime) -> list[IngestSummary]:
+    """One pass over every configured source; one failing source does not stop the others."""
+    summaries = []
+    for source in runtime.configured_sources():
+        try:
+            summaries.append(ingest_source(runtime.factory, source))
+        except TriageError as error:
+            log.error("%s: %s", source.name, error)
+            summaries.append(IngestSummary(source=source.name, channel=source.channel.value))
+    return summaries
+
+
+def process(runtime: Runtime, *, on_batch: Progress | None = None) -> ProcessSummary:
+    """Process everything pending with the active model and the current policies."""
+    return process_pending(
+        runtime.factory, runtime.pipeline_context(), batch_size=runtime.settings.batch_size, on_batch=on_batch
+    )
+
+
+def sync_crm(runtime: Runtime) -> dict[str, Any]:
+    crm = runtime.settings.crm
+    summary = drain_outbox(
+        runtime.factory, runtime.crm_backend(), batch_size=crm.batch_size, max_attempts=crm.max_attempts,
+        backoff_seconds=crm.backoff_seconds,
+    )
+    return {"sent": summary.sent, "retried": summary.retried, "failed": summary.failed, "stopped_by": summary.stopped_by}
+
+
+def run_summary(
+    runtime: Runtime, ingests: list[IngestSummary], processed: ProcessSummary, crm: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary of one pass (`triage run`): what this pass added, by outcome."""
+    ingested = {channel.value: 0 for channel in Channel}
+    for item in ingests:
+        ingested[item.channel] += item.stored
+    outcomes = processed.outcomes
+    with runtime.factory() as session:
+        model_version = _active_version(session)
+    return {
+        "ingested": ingested,
+        "processed": processed.processed,
+        "enquiries": outcomes.get(RawStatus.ENQUIRY.value, 0),
+        "duplicates": outcomes.get(RawStatus.DUPLICATE.value, 0),
+        "threaded": outcomes.get(RawStatus.THREADED.value, 0),
+        "skipped": outcomes.get(RawStatus.SKIPPED.value, 0),
+        "quarantined": outcomes.get(RawStatus.QUARANTINED.value, 0),
+        "automated": processed.lanes.get("automate", 0),
+        "review": processed.review_items,
+        "spam_discarded": processed.spam_discarded,
+        "crm_written": crm["sent"],
+        "crm_retrying": crm["retried"],
+        "crm_failed": crm["failed"],
+        "sla_timers": processed.timers_started,
+        "audit_rows": processed.audit_rows,
+        "model_version": model_version,
+    }
+
+
+def workspace_summary(runtime: Runtime) -> dict[str, Any]:
+    """The same keys as `run_summary`, counted over the whole database (what `triage demo` reports)."""
+    with runtime.factory() as session:
+        counts = raw_store.counts(session)
+        totals = enquiry_store.totals(session)
+        crm = outbox.counts_by_status_and_operation(session)
+        model_version = _active_version(session)
+    status_total: dict[str, int] = {}
+    for by_status in counts.values():
+        for status, n in by_status.items():
+            status_total[status] = status_total.get(status, 0) + n
+    records = sum(status_total.values())
+    summary = {
+        "ingested": {channel.value: sum(counts.get(channel.value, {}).values()) for channel in Channel},
+        "processed": records - status_total.get(RawStatus.PENDING.value, 0),
+        "enquiries": totals["enquiries"],
+        "duplicates": status_total.get(RawStatus.DUPLICATE.value, 0),
+        "threaded": status_total.get(RawStatus.THREADED.value, 0),
+        "skipped": status_total.get(RawStatus.SKIPPED.value, 0),
+        "quarantined": status_total.get(RawStatus.QUARANTINED.value, 0),
+        "pending": status_total.get(RawStatus.PENDING.value, 0),
+        "automated": totals["lanes"].get("automate", 0),
+        "review": totals["review_items"],
+        "spam_discarded": totals["spam_discarded"],
+        "crm_written": crm.get(("upsert_lead", "sent"), 0),
+        "crm_tasks_written": crm.get(("create_task", "sent"), 0),
+        "crm_retrying": crm.get(("upsert_lead", "pending"), 0),
+        "crm_failed": crm.get(("upsert_lead", "failed"), 0),
+        "sla_timers": totals["sla_timers"],
+        "audit_rows": totals["audit_rows"],
+        "model_version": model_version,
+    }
+    # Every raw record ends in exactly one outcome; every enquiry in exactly one lane.
+    outcomes = ("enquiries", "duplicates", "threaded", "skipped", "quarantined", "pending")
+    summary["accounting"] = {
+        "records": records,
+        "records_by_outcome": {key: summary[key] for key in outcomes},
+        "records_balance": records == sum(summary[key] for key in outcomes),
+        "enquiries_by_lane": totals["lanes"],
+        "enquiries_balance": totals["enquiries"] == sum(totals["lanes"].values()),
+    }
+    return summary
+
+
+def _active_version(session: Any) -> str | None:
+    from models.registry import active_version
+
+    return active_version(session)
+
+
+def ensure_starter_model(runtime: Runtime) -> str:
+    """Train, register and activate the bundled starter model unless a model is already active.
+
+    The person running `triage demo` is the one who signs this promotion off; the event records it.
+    """
+    from models.registry import active_version, promote, register_candidate
+    from models.starter import starter_training_frame
+    from models.training import train_model
+
+    with runtime.factory() as session:
+        current = active_version(session)
+    if current is not None:
+        return current
+    frame, labels = starter_training_frame()
+    result = train_model(frame, labels)
+    with transaction(runtime.factory) as session:
+        version = register_candidate(
+            session, runtime.settings.home, result, trained_by="triage demo",
+            data_description="bundled starter training set (models/starter_data/train.csv)",
+        )
+        promote(session, version, approved_by=f"{getpass.getuser()} (triage demo)")
+    return version
+
+
+def record_flow_run(runtime: Runtime, name: str, summary: dict[str, Any]) -> None:
+    """Keep the last runs for `triage status` and the metrics."""
+    from store.common import utcnow
+
+    now = utcnow()
+    with transaction(runtime.factory) as session:
+        session.add(FlowRun(name=name, started_at=now, finished_at=now, summary=summary))

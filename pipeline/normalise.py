@@ -1,0 +1,52 @@
+"""Raw record → normalised enquiry, whatever the channel; plus the keys dedupe and threading use."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+from connectors.chat import parse_chat_payload, transcript_to_enquiry
+from connectors.forms import form_to_enquiry, parse_form_payload
+from connectors.mime import parse_email
+from models.records import Channel, EnquiryIn
+from store.tables import RawRecord
+
+_REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|rif|tr|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+ENQUIRY_NAMESPACE = uuid.UUID("5b1f3f0e-7f0a-4d5e-9a43-2f1d2b7e9c11")
+
+
+def normalise(raw: RawRecord, *, max_body_chars: int) -> EnquiryIn:
+    """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
+    channel = Channel(raw.channel)
+    if channel is Channel.EMAIL:
+        return parse_email(raw.payload, source=raw.source, received_at=raw.received_at, max_body_chars=max_body_chars)
+    if channel is Channel.FORM:
+        return form_to_enquiry(parse_form_payload(raw.payload), source=raw.source, received_at=raw.received_at)
+    return transcript_to_enquiry(parse_chat_payload(raw.payload), source=raw.source, received_at=raw.received_at)
+
+
+def is_reply_subject(subject: str) -> bool:
+    return bool(_REPLY_PREFIX.match(subject))
+
+
+def normalise_subject(subject: str) -> str:
+    """Subject without reply/forward prefixes, whitespace collapsed, lower case: the threading fallback key."""
+    return _WHITESPACE.sub(" ", _REPLY_PREFIX.sub("", subject)).strip().lower()[:300]
+
+
+def content_hash(enquiry: EnquiryIn) -> str:
+    """What makes two records 'the same message': sender, subject and text, whitespace-insensitive."""
+    parts = (
+        enquiry.channel.value,
+        (enquiry.sender_email or "").lower(),
+        _WHITESPACE.sub(" ", enquiry.subject).strip(),
+        _WHITESPACE.sub(" ", enquiry.body).strip(),
+    )
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def enquiry_id_for(raw: RawRecord) -> str:
+    """A deterministic id from the record's source key: a re-run derives the same id, never a new one."""
+    return uuid.uuid5(ENQUIRY_NAMESPACE, f"{raw.source}\x1f{raw.external_key}").hex

@@ -1,0 +1,462 @@
+"""Process pending raw records in batches: normalise, dedupe, thread, enrich, classify, decide, act.
+
+One batch is one transaction: enquiries, audit rows, outbox rows, SLA timers, review items and the
+raw records' new status commit together or not at all, so a crash mid-run leaves the batch pending
+and a re-run produces exactly what one clean run would have. Side effects outside the database (CRM
+writes, notifications) happen later from outboxes keyed by enquiry id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import pandas as pd
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.policy import Policy
+from connectors.enrichment import Firmographics
+from models.errors import SkippableError
+from models.lanes import decide
+from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
+from pipeline.enrich import enrich
+from pipeline.normalise import content_hash, enquiry_id_for, is_reply_subject, normalise, normalise_subject
+from store import enquiries as enquiry_store
+from store import flags, outbox, raw
+from store.common import utcnow
+from store.db import transaction
+from store.tables import RawRecord
+
+log = logging.getLogger(__name__)
+NO_MODEL_VERSION = "none"
+
+
+class Classifier(Protocol):
+    """What the pipeline needs of a model (models.classifier.TriageModel is one)."""
+
+    version: str
+
+    def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRequest:
+    """An SLA clock to start for a new enquiry."""
+
+    enquiry_id: str
+    received_at: datetime
+    priority: str
+    intent: str
+    channel: str
+    queue: str
+    segment: str
+
+
+# Starts SLA timers inside the batch's transaction; returns enquiry id → first-response due time.
+TimerStarter = Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]
+
+
+@dataclass
+class PipelineContext:
+    """Everything a batch needs besides the database: loaded once per run."""
+
+    policy: Policy
+    firmographics: Firmographics
+    model: Classifier | None
+    start_timers: TimerStarter
+    shadow: Classifier | None = None
+    max_body_chars: int = 50_000
+
+
+@dataclass
+class ProcessSummary:
+    """What one pass did, by outcome; every processed raw record is in exactly one outcome."""
+
+    processed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    by_channel: Counter[str] = field(default_factory=Counter)
+    lanes: Counter[str] = field(default_factory=Counter)
+    spam_discarded: int = 0
+    leads_queued: int = 0
+    timers_started: int = 0
+    review_items: int = 0
+    audit_rows: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "outcomes": dict(self.outcomes),
+            "by_channel": dict(self.by_channel),
+            "lanes": dict(self.lanes),
+            "spam_discarded": self.spam_discarded,
+            "leads_queued": self.leads_queued,
+            "timers_started": self.timers_started,
+            "review_items": self.review_items,
+            "audit_rows": self.audit_rows,
+            "batches": self.batches,
+        }
+
+
+def process_pending(
+    factory: sessionmaker[Session],
+    context: PipelineContext,
+    *,
+    batch_size: int = 500,
+    max_batches: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ProcessSummary:
+    """Work through every pending raw record, one transaction per batch."""
+    summary = ProcessSummary()
+    while max_batches is None or summary.batches < max_batches:
+        with transaction(factory) as session:
+            records = raw.claim_pending(session, limit=batch_size)
+            if not records:
+                break
+            process_batch(session, records, context, summary)
+        summary.batches += 1
+        if on_batch is not None:
+            on_batch(len(records))
+    return summary
+
+
+@dataclass
+class _NewEnquiry:
+    raw: RawRecord
+    enquiry: EnquiryIn
+    enquiry_id: str
+    digest: str
+    subject_norm: str
+
+
+class _Threads:
+    """Where a follow-up belongs: keys from the database, plus what this batch has just opened."""
+
+    def __init__(self, session: Session, normalised: list[tuple[RawRecord, EnquiryIn]]) -> None:
+        replies = [key for _, e in normalised for key in e.in_reply_to]
+        self.by_message_key = enquiry_store.enquiries_by_message_key(session, replies)
+        self.by_thread_key = enquiry_store.enquiries_by_thread_key(
+            session, [e.thread_key for _, e in normalised if e.thread_key]
+        )
+        self.by_sender_subject = enquiry_store.enquiries_by_sender_subject(
+            session,
+            [
+                (e.sender_email, normalise_subject(e.subject))
+                for _, e in normalised
+                if e.sender_email and is_reply_subject(e.subject)
+            ],
+        )
+        self.chat_keys = enquiry_store.known_chat_keys(session, self.by_thread_key.values())
+
+    def target(self, enquiry: EnquiryIn) -> str | None:
+        if enquiry.thread_key and enquiry.thread_key in self.by_thread_key:
+            return self.by_thread_key[enquiry.thread_key]
+        for key in enquiry.in_reply_to:
+            if key in self.by_message_key:
+                return self.by_message_key[key]
+        if enquiry.channel is Channel.EMAIL and enquiry.sender_email and is_reply_subject(enquiry.subject):
+            return self.by_sender_subject.get((enquiry.sender_email, normalise_subject(enquiry.subject)))
+        return None
+
+    def opened(self, new: _NewEnquiry) -> None:
+        e = new.enquiry
+        if e.message_key:
+            self.by_message_key.setdefault(e.message_key, new.enquiry_id)
+        if e.thread_key:
+            self.by_thread_key.setdefault(e.thread_key, new.enquiry_id)
+            self.chat_keys[new.enquiry_id] = {item[0] for item in json.loads(e.attributes.get("message_keys", "[]"))}
+        if e.sender_email:
+            self.by_sender_subject[(e.sender_email, new.subject_norm)] = new.enquiry_id
+
+
+def process_batch(
+    session: Session, records: Sequence[RawRecord], context: PipelineContext, summary: ProcessSummary
+) -> None:
+    """Process one locked batch of raw records inside the caller's transaction."""
+    now = utcnow()
+    normalised: list[tuple[RawRecord, EnquiryIn]] = []
+    for record in records:
+        summary.processed += 1
+        summary.by_channel[record.channel] += 1
+        try:
+            enquiry = normalise(record, max_body_chars=context.max_body_chars)
+        except SkippableError as error:
+            raw.quarantine(session, record, str(error), now=now)
+            summary.outcomes[RawStatus.QUARANTINED.value] += 1
+            continue
+        if enquiry.skip_reason:
+            _set_status(record, RawStatus.SKIPPED, enquiry.skip_reason)
+            summary.outcomes[RawStatus.SKIPPED.value] += 1
+            continue
+        normalised.append((record, enquiry))
+
+    digests = {id(record): content_hash(enquiry) for record, enquiry in normalised}
+    seen = enquiry_store.seen_content(session, digests.values())
+    threads = _Threads(session, normalised)
+    new: list[_NewEnquiry] = []
+    messages: list[dict[str, Any]] = []
+
+    for record, enquiry in normalised:
+        digest = digests[id(record)]
+        if (enquiry.message_key, digest) in seen:
+            _set_status(record, RawStatus.DUPLICATE, "same message key and content as an earlier record")
+            summary.outcomes[RawStatus.DUPLICATE.value] += 1
+            continue
+        seen.add((enquiry.message_key, digest))
+        target = threads.target(enquiry)
+        if target is not None:
+            added = _thread_messages(enquiry, target, digest, threads)
+            if not added:
+                _set_status(record, RawStatus.DUPLICATE, "conversation already holds every message")
+                summary.outcomes[RawStatus.DUPLICATE.value] += 1
+                continue
+            for message in added:
+                message["raw_id"] = record.id if message is added[0] else None
+            messages.extend(added)
+            _set_status(record, RawStatus.THREADED, f"follow-up of enquiry {target}", enquiry_id=target)
+            summary.outcomes[RawStatus.THREADED.value] += 1
+            continue
+        item = _NewEnquiry(record, enquiry, enquiry_id_for(record), digest, normalise_subject(enquiry.subject))
+        threads.opened(item)
+        new.append(item)
+
+    enquiry_store.add_messages(session, messages)
+    if new:
+        _open_enquiries(session, new, context, summary, now)
+
+
+def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Threads) -> list[dict[str, Any]]:
+    """The follow-up rows a record adds to an enquiry: one for a mail, the new messages of a chat."""
+    if enquiry.channel is Channel.CHAT:
+        known = threads.chat_keys.setdefault(target, set())
+        rows = []
+        for key, sent_at, text in json.loads(enquiry.attributes.get("message_keys", "[]")):
+            if key in known:
+                continue
+            known.add(key)
+            rows.append(
+                {
+                    "enquiry_id": target, "direction": "inbound", "author": enquiry.sender_email or enquiry.sender_name,
+                    "message_key": key, "content_hash": digest, "body": text,
+                    "sent_at": datetime.fromisoformat(sent_at),
+                }
+            )
+        return rows
+    return [
+        {
+            "enquiry_id": target, "direction": "inbound", "author": enquiry.sender_email,
+            "message_key": enquiry.message_key, "content_hash": digest, "body": enquiry.body,
+            "sent_at": enquiry.received_at,
+        }
+    ]
+
+
+def _set_status(record: RawRecord, status: RawStatus, reason: str | None, *, enquiry_id: str | None = None) -> None:
+    record.status = status.value
+    record.status_reason = reason
+    if enquiry_id is not None:
+        record.enquiry_id = enquiry_id
+
+
+def _classify(new: list[_NewEnquiry], enrichments: list[Enrichment], model: Classifier | None) -> list[Prediction]:
+    if model is None:
+        # No active model yet: nothing is automated, people see everything.
+        return [
+            Prediction(intent="other", confidence=0.0, threshold=1.0, abstained=True, model_version=NO_MODEL_VERSION)
+            for _ in new
+        ]
+    return model.predict(feature_frame(new, enrichments))
+
+
+def feature_frame(new: Sequence[_NewEnquiry], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
+    """The model's input columns (models.classifier.FEATURE_COLUMNS)."""
+    return pd.DataFrame(
+        {
+            "subject": [item.enquiry.subject for item in new],
+            "body": [item.enquiry.body for item in new],
+            "channel": [item.enquiry.channel.value for item in new],
+            "free_mail": [e.free_mail for e in enrichments],
+            "segment": [e.segment for e in enrichments],
+        }
+    )
+
+
+def _open_enquiries(
+    session: Session, new: list[_NewEnquiry], context: PipelineContext, summary: ProcessSummary, now: datetime
+) -> None:
+    policy = context.policy
+    paused, paused_reason = flags.automation_paused(session)
+    enrichments = [enrich(item.enquiry, context.firmographics, policy.lanes) for item in new]
+    predictions = _classify(new, enrichments, context.model)
+    decisions = [
+        decide(
+            prediction=prediction,
+            enrichment=enrichment,
+            text=f"{item.enquiry.subject}\n{item.enquiry.body}",
+            policy=policy,
+            paused_reason=paused_reason if paused else None,
+            is_bot=item.enquiry.is_bot,
+        )
+        for item, enrichment, prediction in zip(new, enrichments, predictions, strict=True)
+    ]
+    enquiry_rows = [
+        _enquiry_row(item, enrichment, prediction, decision, now)
+        for item, enrichment, prediction, decision in zip(new, enrichments, predictions, decisions, strict=True)
+    ]
+    enquiry_store.add_enquiries(session, enquiry_rows)
+    for item in new:
+        _set_status(item.raw, RawStatus.ENQUIRY, None, enquiry_id=item.enquiry_id)
+    enquiry_store.add_decisions(
+        session,
+        [_audit_row(item.enquiry_id, decision, now) for item, decision in zip(new, decisions, strict=True)],
+    )
+    summary.audit_rows += len(decisions)
+    summary.outcomes[RawStatus.ENQUIRY.value] += len(new)
+
+    if context.shadow is not None:
+        shadow_predictions = context.shadow.predict(feature_frame(new, enrichments))
+        enquiry_store.add_shadow_predictions(
+            session,
+            [
+                {
+                    "enquiry_id": item.enquiry_id, "model_version": p.model_version, "intent": p.intent,
+                    "confidence": p.confidence, "abstained": p.abstained, "created_at": now,
+                }
+                for item, p in zip(new, shadow_predictions, strict=True)
+            ],
+        )
+
+    due = context.start_timers(
+        session,
+        [
+            TimerRequest(
+                enquiry_id=item.enquiry_id, received_at=item.enquiry.received_at, priority=decision.priority,
+                intent=decision.intent, channel=item.enquiry.channel.value, queue=decision.queue,
+                segment=enrichment.segment,
+            )
+            for item, enrichment, decision in zip(new, enrichments, decisions, strict=True)
+        ],
+    )
+    summary.timers_started += len(due)
+
+    review_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    for item, row, decision in zip(new, enquiry_rows, decisions, strict=True):
+        summary.lanes[decision.lane.value] += 1
+        to_people = decision.lane is not Lane.AUTOMATE
+        if decision.intent in policy.lanes.no_lead_intents and not to_people:
+            summary.spam_discarded += 1
+        if to_people:
+            review_rows.append(
+                {
+                    "enquiry_id": item.enquiry_id, "lane": decision.lane.value, "queue": decision.queue,
+                    "status": "open", "due_at": due.get(item.enquiry_id), "created_at": now,
+                }
+            )
+        if decision.intent not in policy.lanes.no_lead_intents:
+            outbox_rows.append(
+                {"idempotency_key": f"lead:{item.enquiry_id}", "enquiry_id": item.enquiry_id,
+                 "operation": "upsert_lead", "payload": lead_payload(row, item.enquiry, decision.policy_version)}
+            )
+            if to_people:
+                outbox_rows.append(
+                    {"idempotency_key": f"task:{item.enquiry_id}", "enquiry_id": item.enquiry_id,
+                     "operation": "create_task", "payload": task_payload(row, due.get(item.enquiry_id))}
+                )
+    summary.review_items += enquiry_store.add_review_items(session, review_rows)
+    summary.leads_queued += outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "upsert_lead"])
+    outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "create_task"])
+
+
+def _enquiry_row(
+    item: _NewEnquiry, enrichment: Enrichment, prediction: Prediction, decision: Decision, now: datetime
+) -> dict[str, Any]:
+    e = item.enquiry
+    return {
+        "id": item.enquiry_id,
+        "raw_id": item.raw.id,
+        "channel": e.channel.value,
+        "source": e.source,
+        "message_key": e.message_key,
+        "thread_key": e.thread_key,
+        "content_hash": item.digest,
+        "received_at": e.received_at,
+        "sender_email": e.sender_email,
+        "sender_name": e.sender_name,
+        "phone": e.phone,
+        "subject": e.subject,
+        "subject_norm": item.subject_norm,
+        "body": e.body,
+        "attributes": dict(e.attributes),
+        "attachments": [a.model_dump() for a in e.attachments],
+        "enrichment": enrichment.model_dump(),
+        "intent": decision.intent,
+        "queue": decision.queue,
+        "priority": decision.priority,
+        "lane": decision.lane.value,
+        "confidence": decision.confidence,
+        "explanation": [list(pair) for pair in prediction.explanation],
+        "model_version": decision.model_version,
+        "status": "open" if decision.lane is not Lane.AUTOMATE else "automated",
+        "created_at": now,
+    }
+
+
+def _audit_row(enquiry_id: str, decision: Decision, now: datetime) -> dict[str, Any]:
+    return {
+        "enquiry_id": enquiry_id, "created_at": now, "actor": "system", "kind": "triage",
+        "lane": decision.lane.value, "intent": decision.intent, "queue": decision.queue,
+        "priority": decision.priority, "confidence": decision.confidence, "task": decision.task,
+        "reasons": list(decision.reasons), "policy_version": decision.policy_version,
+        "model_version": decision.model_version,
+    }
+
+
+def lead_payload(row: dict[str, Any], enquiry: EnquiryIn, policy_version: str) -> dict[str, Any]:
+    """The canonical lead (connectors.crm.base.LEAD_FIELDS) for an enquiry row."""
+    enrichment = row["enrichment"]
+    first, _, last = (enquiry.sender_name or "").strip().rpartition(" ")
+    return {
+        "external_id": row["id"],
+        "email": enquiry.sender_email,
+        "first_name": first or None,
+        "last_name": last or (enquiry.sender_email or "Unknown").split("@")[0],
+        "company": enrichment.get("company") or enrichment.get("domain") or "Unknown",
+        "phone": enquiry.phone,
+        "domain": enrichment.get("domain"),
+        "industry": enrichment.get("industry"),
+        "employees": enrichment.get("employees"),
+        "arr_estimate": enrichment.get("arr_estimate"),
+        "segment": enrichment.get("segment"),
+        "intent": row["intent"],
+        "queue": row["queue"],
+        "priority": row["priority"],
+        "lane": row["lane"],
+        "confidence": row["confidence"],
+        "channel": row["channel"],
+        "source": row["source"],
+        "subject": enquiry.subject[:255],
+        "description": enquiry.body[:32_000],
+        "received_at": enquiry.received_at.isoformat(),
+        "model_version": row["model_version"],
+        "policy_version": policy_version,
+        "campaign": enquiry.attributes.get("utm_campaign"),
+        "lead_source": enquiry.attributes.get("utm_source"),
+    }
+
+
+def task_payload(row: dict[str, Any], due_at: datetime | None) -> dict[str, Any]:
+    """The follow-up task an SDR gets on the lead when the enquiry goes to people."""
+    return {
+        "subject": f"Review enquiry: {row['subject'][:200]}",
+        "description": f"{row['intent']} / {row['priority']} / lane {row['lane']}",
+        "due_at": due_at.isoformat() if due_at else None,
+        "queue": row["queue"],
+        "priority": row["priority"],
+        "owner_queue": row["queue"],
+    }

@@ -1,0 +1,106 @@
+"""The composition root: settings → database, policies, model, SLA and CRM, wired once per run.
+
+The CLI, the web app and the Prefect flows all start here, so they see the same configuration.
+Nothing in this module imports Prefect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.policy import Policy, load_policy
+from config.settings import Settings
+from connectors.base import Source
+from connectors.crm.base import CrmBackend
+from connectors.enrichment import bundled_firmographics
+from connectors.files import FileSource
+from models.records import Channel
+from pipeline.process import PipelineContext, TimerRequest
+from sla.policies import SlaPolicies, load_policies
+from sla.service import TimerStart, start_timers
+from store.common import utcnow
+from store.db import make_engine, make_session_factory, upgrade_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a command or flow needs, built lazily from one Settings object."""
+
+    settings: Settings = field(default_factory=Settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self.settings.effective_database_url)
+        upgrade_schema(engine)
+        return engine
+
+    @cached_property
+    def factory(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def policy(self) -> Policy:
+        return load_policy(self.settings.policy_dir)
+
+    @cached_property
+    def sla_policies(self) -> SlaPolicies:
+        return load_policies(self.settings.policy_dir / "sla.yaml")
+
+    def timer_starter(self) -> Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]:
+        policies = self.sla_policies
+
+        def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
+            items = [
+                TimerStart(
+                    enquiry_id=r.enquiry_id, received_at=r.received_at, priority=r.priority, intent=r.intent,
+                    channel=r.channel, queue=r.queue, segment=r.segment,
+                )
+                for r in requests
+            ]
+            return start_timers(session, items, policies, now=utcnow())
+
+        return start
+
+    def pipeline_context(self) -> PipelineContext:
+        """Load the active (and shadow) model and the policies for one run."""
+        from models.registry import load_active, load_shadow
+
+        with self.factory() as session:
+            model = load_active(session, self.settings.home)
+            shadow = load_shadow(session, self.settings.home)
+        if model is None:
+            log.warning("no active model: every enquiry goes to people (train one with `triage model train`)")
+        return PipelineContext(
+            policy=self.policy,
+            firmographics=bundled_firmographics(),
+            model=model,
+            shadow=shadow,
+            start_timers=self.timer_starter(),
+            max_body_chars=self.settings.max_body_chars,
+        )
+
+    def crm_backend(self) -> CrmBackend:
+        from connectors.crm.factory import make_crm_backend
+
+        return make_crm_backend(self.settings, self.factory)
+
+    def configured_sources(self) -> list[Source]:
+        """Every source `triage run` reads: the configured IMAP mailboxes (web hooks store directly)."""
+        from connectors.imap import ImapSource
+
+        return [ImapSource(mailbox) for mailbox in self.settings.all_mailboxes]
+
+
+def file_source(path: Path, channel: Channel) -> FileSource:
+    return FileSource(path, channel)

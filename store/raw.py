@@ -1,0 +1,119 @@
+"""Raw records, source checkpoints and the quarantine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models.records import RawRecordIn, RawStatus
+from store.common import for_update_skip_locked, insert_ignore, utcnow
+from store.tables import Quarantine, RawRecord, SourceCheckpoint
+
+
+def save_batch(session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any]) -> int:
+    """Store records not seen before and move the source's checkpoint, in the caller's transaction."""
+    now = utcnow()
+    rows = [
+        {
+            "source": record.source,
+            "channel": record.channel.value,
+            "external_key": record.external_key,
+            "payload": record.payload,
+            "received_at": record.received_at,
+            "imported_at": now,
+            "status": RawStatus.PENDING.value,
+        }
+        for record in records
+    ]
+    inserted = insert_ignore(session, RawRecord, rows, conflict=["source", "external_key"])
+    set_checkpoint(session, source, state, now=now)
+    return inserted
+
+
+def set_checkpoint(session: Session, source: str, state: dict[str, Any], *, now: datetime) -> None:
+    checkpoint = session.get(SourceCheckpoint, source)
+    if checkpoint is None:
+        session.add(SourceCheckpoint(source=source, state=state, updated_at=now))
+    else:
+        checkpoint.state = state
+        checkpoint.updated_at = now
+
+
+def get_checkpoint(session: Session, source: str) -> dict[str, Any] | None:
+    checkpoint = session.get(SourceCheckpoint, source)
+    return dict(checkpoint.state) if checkpoint else None
+
+
+def checkpoints(session: Session) -> list[SourceCheckpoint]:
+    return list(session.scalars(sa.select(SourceCheckpoint).order_by(SourceCheckpoint.source)))
+
+
+def claim_pending(session: Session, *, limit: int) -> list[RawRecord]:
+    """The oldest pending records, locked so a second worker takes the next ones (PostgreSQL)."""
+    statement = (
+        sa.select(RawRecord).where(RawRecord.status == RawStatus.PENDING.value).order_by(RawRecord.id).limit(limit)
+    )
+    return list(session.scalars(for_update_skip_locked(statement, session)))
+
+
+def count_pending(session: Session) -> int:
+    statement = sa.select(sa.func.count()).select_from(RawRecord).where(RawRecord.status == RawStatus.PENDING.value)
+    return int(session.scalar(statement) or 0)
+
+
+def quarantine(session: Session, record: RawRecord, reason: str, *, now: datetime) -> None:
+    """Mark a record quarantined and keep (or refresh) its quarantine row with the reason."""
+    record.status = RawStatus.QUARANTINED.value
+    record.status_reason = reason
+    existing = session.scalar(sa.select(Quarantine).where(Quarantine.raw_id == record.id))
+    if existing is None:
+        session.add(Quarantine(raw_id=record.id, source=record.source, reason=reason, created_at=now))
+    else:
+        existing.reason = reason
+        existing.created_at = now
+        existing.replayed_at = None
+
+
+def list_quarantine(session: Session, *, limit: int = 100, include_replayed: bool = False) -> list[tuple[Quarantine, RawRecord]]:
+    statement = sa.select(Quarantine, RawRecord).join(RawRecord, RawRecord.id == Quarantine.raw_id)
+    if not include_replayed:
+        statement = statement.where(Quarantine.replayed_at.is_(None))
+    rows = session.execute(statement.order_by(Quarantine.id.desc()).limit(limit))
+    return [(q, r) for q, r in rows]
+
+
+def replay_quarantine(session: Session, ids: Sequence[int] | None, *, now: datetime) -> int:
+    """Send quarantined records through the pipeline again (after a fix); returns how many."""
+    statement = sa.select(Quarantine).where(Quarantine.replayed_at.is_(None))
+    if ids:
+        statement = statement.where(Quarantine.id.in_(ids))
+    rows = list(session.scalars(statement))
+    for row in rows:
+        row.replayed_at = now
+    raw_ids = [row.raw_id for row in rows]
+    if raw_ids:
+        session.execute(
+            sa.update(RawRecord)
+            .where(RawRecord.id.in_(raw_ids))
+            .values(status=RawStatus.PENDING.value, status_reason=None)
+        )
+    return len(rows)
+
+
+def get_raw(session: Session, raw_id: int) -> RawRecord | None:
+    return session.get(RawRecord, raw_id)
+
+
+def counts(session: Session) -> dict[str, dict[str, int]]:
+    """Raw records by channel and status: the books every run must balance."""
+    result: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        sa.select(RawRecord.channel, RawRecord.status, sa.func.count()).group_by(RawRecord.channel, RawRecord.status)
+    )
+    for channel, status, count in rows:
+        result.setdefault(channel, {})[status] = int(count)
+    return result

@@ -1,0 +1,358 @@
+"""The schema: every table the product keeps. Alembic migrations in store/migrations mirror this file.
+
+Times are stored as UTC. SQLite drops time zones, so `UTCDateTime` re-attaches UTC on the way out:
+code above the store only ever sees aware datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out, on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class RawRecord(Base):
+    """Every record exactly as a source delivered it; stored before anything else happens."""
+
+    __tablename__ = "raw_records"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "external_key", name="uq_raw_source_key"),
+        sa.Index("ix_raw_status", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(sa.String(200))
+    channel: Mapped[str] = mapped_column(sa.String(10))
+    external_key: Mapped[str] = mapped_column(sa.String(500))
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    received_at: Mapped[datetime]
+    imported_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    enquiry_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+
+
+class SourceCheckpoint(Base):
+    """Where each source stopped reading; written in the transaction that stores the records."""
+
+    __tablename__ = "source_checkpoints"
+
+    source: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    state: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class Quarantine(Base):
+    """A raw record that could not be parsed or validated, with the reason. Re-playable."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    raw_id: Mapped[int] = mapped_column(sa.ForeignKey("raw_records.id"), unique=True)
+    source: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]
+    replayed_at: Mapped[datetime | None]
+
+
+class Enquiry(Base):
+    """One enquiry: the first message of a conversation, enriched, classified and decided."""
+
+    __tablename__ = "enquiries"
+    __table_args__ = (
+        sa.Index("ix_enq_message_key", "message_key"),
+        sa.Index("ix_enq_content_hash", "content_hash"),
+        sa.Index("ix_enq_thread_key", "source", "thread_key"),
+        sa.Index("ix_enq_sender_subject", "sender_email", "subject_norm"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    raw_id: Mapped[int] = mapped_column(sa.ForeignKey("raw_records.id"), unique=True)
+    channel: Mapped[str] = mapped_column(sa.String(10))
+    source: Mapped[str] = mapped_column(sa.String(200))
+    message_key: Mapped[str | None] = mapped_column(sa.String(500))
+    thread_key: Mapped[str | None] = mapped_column(sa.String(500))
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    received_at: Mapped[datetime]
+    sender_email: Mapped[str | None] = mapped_column(sa.String(320))
+    sender_name: Mapped[str | None] = mapped_column(sa.String(300))
+    phone: Mapped[str | None] = mapped_column(sa.String(60))
+    subject: Mapped[str] = mapped_column(sa.Text)
+    subject_norm: Mapped[str] = mapped_column(sa.String(300))
+    body: Mapped[str] = mapped_column(sa.Text)
+    attributes: Mapped[dict[str, Any]]
+    attachments: Mapped[list[Any]]
+    enrichment: Mapped[dict[str, Any]]
+    intent: Mapped[str] = mapped_column(sa.String(80))
+    queue: Mapped[str] = mapped_column(sa.String(80))
+    priority: Mapped[str] = mapped_column(sa.String(10))
+    lane: Mapped[str] = mapped_column(sa.String(20))
+    confidence: Mapped[float]
+    explanation: Mapped[list[Any]]
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(20))
+    created_at: Mapped[datetime]
+
+
+class EnquiryMessage(Base):
+    """A later message in an enquiry's conversation: a customer's reply or a staff reply."""
+
+    __tablename__ = "enquiry_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
+    raw_id: Mapped[int | None] = mapped_column(sa.ForeignKey("raw_records.id"), unique=True)
+    direction: Mapped[str] = mapped_column(sa.String(10))  # inbound | outbound
+    author: Mapped[str | None] = mapped_column(sa.String(320))
+    message_key: Mapped[str | None] = mapped_column(sa.String(500), index=True)
+    content_hash: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime]
+
+
+class DecisionRow(Base):
+    """The append-only audit trail: one row per decision, by the model or by a person."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(sa.String(100))  # "system" or a user name
+    kind: Mapped[str] = mapped_column(sa.String(30))  # triage | correction | accept | reassign | ...
+    lane: Mapped[str] = mapped_column(sa.String(20))
+    intent: Mapped[str] = mapped_column(sa.String(80))
+    queue: Mapped[str] = mapped_column(sa.String(80))
+    priority: Mapped[str] = mapped_column(sa.String(10))
+    confidence: Mapped[float]
+    task: Mapped[str] = mapped_column(sa.String(80))
+    reasons: Mapped[list[Any]]
+    policy_version: Mapped[str] = mapped_column(sa.String(64))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+
+
+class ShadowPrediction(Base):
+    """What a shadow model would have said; never acted on."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (sa.UniqueConstraint("enquiry_id", "model_version", name="uq_shadow_enquiry_model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    intent: Mapped[str] = mapped_column(sa.String(80))
+    confidence: Mapped[float]
+    abstained: Mapped[bool]
+    created_at: Mapped[datetime]
+
+
+class CrmOutbox(Base):
+    """CRM writes waiting to be sent, keyed so a re-run can never send one twice."""
+
+    __tablename__ = "crm_outbox"
+    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
+    operation: Mapped[str] = mapped_column(sa.String(30))  # upsert_lead | create_task
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime]
+    crm_id: Mapped[str | None] = mapped_column(sa.String(100))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class LocalLead(Base):
+    """The embedded CRM's leads (the `local` backend)."""
+
+    __tablename__ = "crm_leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    fields: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class LocalTask(Base):
+    """The embedded CRM's follow-up tasks for SDRs."""
+
+    __tablename__ = "crm_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    lead_external_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    fields: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class ReviewItem(Base):
+    """An enquiry waiting for a person."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (sa.Index("ix_review_status_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), unique=True)
+    lane: Mapped[str] = mapped_column(sa.String(20))
+    queue: Mapped[str] = mapped_column(sa.String(80), index=True)
+    status: Mapped[str] = mapped_column(sa.String(20))  # open | claimed | done
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(100))
+    claimed_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+
+class Correction(Base):
+    """A person's correction of the model: a labelled example for the next training run."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
+    corrected_by: Mapped[str] = mapped_column(sa.String(100))
+    intent: Mapped[str] = mapped_column(sa.String(80))
+    priority: Mapped[str] = mapped_column(sa.String(10))
+    queue: Mapped[str] = mapped_column(sa.String(80))
+    previous: Mapped[dict[str, Any]]
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]
+
+
+class SlaTimer(Base):
+    """One SLA clock of one enquiry (first response or resolution)."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        sa.UniqueConstraint("enquiry_id", "kind", name="uq_timer_enquiry_kind"),
+        sa.Index("ix_timer_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"))
+    kind: Mapped[str] = mapped_column(sa.String(20))  # first_response | resolution
+    policy: Mapped[str] = mapped_column(sa.String(80))
+    target_minutes: Mapped[int]
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(sa.String(20))  # running | paused | met | breached
+    paused_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    stopped_by: Mapped[str | None] = mapped_column(sa.String(100))
+    breached_at: Mapped[datetime | None]
+    next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class SlaEvent(Base):
+    """Escalations and clock changes; an escalation tier fires once per timer (unique key)."""
+
+    __tablename__ = "sla_events"
+    __table_args__ = (sa.UniqueConstraint("timer_id", "event_key", name="uq_sla_event_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    timer_id: Mapped[int] = mapped_column(sa.ForeignKey("sla_timers.id"), index=True)
+    event_key: Mapped[str] = mapped_column(sa.String(80))  # e.g. "escalation:1", "pause:3"
+    action: Mapped[str] = mapped_column(sa.String(80))
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """A person who logs in to the review pages."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(20))  # sdr | ops_lead | admin
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+
+
+class ModelVersion(Base):
+    """A registered model: artifact location, provenance and its place in the lifecycle."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(20))  # candidate | active | shadow | retired
+    artifact_path: Mapped[str] = mapped_column(sa.Text)
+    provenance: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    approved_by: Mapped[str | None] = mapped_column(sa.String(100))
+    promoted_at: Mapped[datetime | None]
+
+
+class ModelEvent(Base):
+    """Append-only history of promotions, shadowing and rollbacks: who did what to which model."""
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version"))
+    action: Mapped[str] = mapped_column(sa.String(20))  # register | shadow | promote | rollback
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    previous_active: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]
+
+
+class Flag(Base):
+    """Operational switches such as the automation kill switch, with who set them and why."""
+
+    __tablename__ = "flags"
+
+    key: Mapped[str] = mapped_column(sa.String(60), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    updated_by: Mapped[str] = mapped_column(sa.String(100))
+    updated_at: Mapped[datetime]
+
+
+class FlowRun(Base):
+    """One pass of a flow or source, for `triage status` and the metrics."""
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(100), index=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    summary: Mapped[dict[str, Any]]

@@ -1,0 +1,71 @@
+"""Builders for test records: realistic raw mails, form posts and chat transcripts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+
+T0 = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
+
+
+def email_bytes(
+    *,
+    message_id: str = "<a1@client.example.com>",
+    sender: str = "Dana Fox <dana@brightwater-analytics.com>",
+    subject: str = "Demo request for our sales team",
+    body: str = "Hello, we would like a demo of your platform for 40 sales reps next week.",
+    in_reply_to: str | None = None,
+    headers: dict[str, str] | None = None,
+    sent: datetime = T0,
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = "hello@acme-triage.example"
+    message["Subject"] = subject
+    message["Date"] = format_datetime(sent)
+    message["Message-ID"] = message_id
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = in_reply_to
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(body)
+    return bytes(message)
+
+
+def form_json(**overrides: Any) -> bytes:
+    record: dict[str, Any] = {
+        "submission_id": "f-1001",
+        "form_id": "contact",
+        "submitted_at": "2026-11-18T10:00:00+01:00",
+        "email": "sam@northwind-logistics.com",
+        "name": "Sam Reyes",
+        "company": "Northwind Logistics",
+        "phone": None,
+        "subject": "Pricing for 200 seats",
+        "message": "What would the Growth plan cost for 200 seats on annual billing?",
+        "website": "",
+    }
+    record.update(overrides)
+    return json.dumps({k: v for k, v in record.items() if v is not ...}).encode()
+
+
+def chat_json(conversation_id: str = "c-1", texts: tuple[str, ...] = ("Hi, do you integrate with HubSpot?",)) -> bytes:
+    messages = [{"id": "m0", "author": "bot", "sent_at": T0.isoformat(), "text": "Hi! How can we help?"}]
+    for index, text in enumerate(texts, start=1):
+        sent = T0 + timedelta(minutes=index)
+        messages.append({"id": f"m{index}", "author": "v1", "sent_at": sent.isoformat(), "text": text})
+    transcript = {
+        "conversation_id": conversation_id,
+        "source": "webchat",
+        "started_at": T0.isoformat(),
+        "participants": [
+            {"id": "v1", "role": "visitor", "name": "Lee Chan", "email": "lee@corvid-robotics.io"},
+            {"id": "bot", "role": "bot", "name": "Helper", "email": None},
+        ],
+        "messages": messages,
+    }
+    return json.dumps(transcript).encode()

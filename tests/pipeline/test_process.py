@@ -1,0 +1,236 @@
+"""The pipeline over a real database (SQLite and PostgreSQL): dedupe, threading, quarantine, lanes, re-runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY_DIR
+from connectors.enrichment import Company, Firmographics
+from models.records import Channel, Prediction, RawRecordIn
+from pipeline.process import PipelineContext, TimerRequest, process_pending
+from sla.policies import load_policies
+from sla.service import TimerStart, start_timers
+from store import raw
+from store.common import utcnow
+from store.db import transaction
+from store.flags import set_automation_paused
+from store.tables import CrmOutbox, DecisionRow, Enquiry, EnquiryMessage, Quarantine, RawRecord, ReviewItem, SlaTimer
+from tests.builders import T0, chat_json, email_bytes, form_json
+
+FIRMS = Firmographics(
+    {
+        "brightwater-analytics.com": Company("brightwater-analytics.com", "Brightwater Analytics", "Software", 60, "US"),
+        "megacorp-industries.com": Company("megacorp-industries.com", "Megacorp Industries", "Manufacturing", 20000, "DE"),
+    },
+    frozenset({"gmail.com"}),
+)
+
+
+class KeywordModel:
+    """A transparent stand-in for a trained model: it is the pipeline under test, not the classifier."""
+
+    version = "test-keywords"
+
+    def predict(self, frame: pd.DataFrame) -> list[Prediction]:
+        out = []
+        for subject, body in zip(frame["subject"], frame["body"], strict=True):
+            text = f"{subject} {body}".lower()
+            intent = "spam" if "casino" in text else "pricing" if "cost" in text else "sales_demo"
+            confident = "maybe" not in text
+            out.append(
+                Prediction(
+                    intent=intent, confidence=0.97 if confident else 0.4, threshold=0.8, abstained=not confident,
+                    explanation=(("demo", 0.5),), model_version=self.version,
+                )
+            )
+        return out
+
+
+def _timer_starter() -> object:
+    policies = load_policies()
+
+    def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
+        items = [TimerStart(**{f: getattr(r, f) for f in TimerStart.__dataclass_fields__}) for r in requests]
+        return start_timers(session, items, policies, now=utcnow())
+
+    return start
+
+
+@pytest.fixture
+def context() -> PipelineContext:
+    return PipelineContext(
+        policy=load_policy(DEFAULT_POLICY_DIR), firmographics=FIRMS, model=KeywordModel(),
+        start_timers=_timer_starter(),  # type: ignore[arg-type]
+    )
+
+
+def store(factory: sessionmaker[Session], channel: Channel, payloads: list[bytes], source: str = "test") -> None:
+    records = [
+        RawRecordIn(source=source, channel=channel, external_key=f"{channel.value}-{i}", payload=p, received_at=T0)
+        for i, p in enumerate(payloads)
+    ]
+    with transaction(factory) as session:
+        raw.save_batch(session, records, source=source, state={"n": len(records)})
+
+
+def count(session: Session, table: type) -> int:
+    return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+
+def table_counts(factory: sessionmaker[Session]) -> dict[str, int]:
+    with factory() as session:
+        return {
+            t.__tablename__: count(session, t)
+            for t in (Enquiry, EnquiryMessage, DecisionRow, CrmOutbox, ReviewItem, SlaTimer, Quarantine)
+        }
+
+
+def statuses(factory: sessionmaker[Session]) -> dict[str, str]:
+    with factory() as session:
+        return {r.external_key: r.status for r in session.scalars(sa.select(RawRecord))}
+
+
+def test_email_dedupe_threading_skips_and_quarantine(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    mails = [
+        email_bytes(message_id="<a@x>"),  # 0 new
+        email_bytes(message_id="<a@x>"),  # 1 exact duplicate
+        email_bytes(message_id="<a@x>", body="A different text that reuses the Message-ID."),  # 2 new
+        email_bytes(message_id="<b@x>", subject="Re: Demo request for our sales team", body="Tuesday works.",
+                    in_reply_to="<a@x>"),  # 3 reply by header
+        email_bytes(message_id="<c@x>", subject="RE: demo request for our  sales team", body="Also Thursday?"),  # 4 by subject
+        email_bytes(message_id="<d@x>", subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),  # 5
+        b"\x00\x01\x02 not a mail at all",  # 6 quarantined
+    ]
+    store(session_factory, Channel.EMAIL, mails)
+    summary = process_pending(session_factory, context, batch_size=3)
+
+    assert statuses(session_factory) == {
+        "email-0": "enquiry", "email-1": "duplicate", "email-2": "enquiry", "email-3": "threaded",
+        "email-4": "threaded", "email-5": "skipped", "email-6": "quarantined",
+    }
+    assert sum(summary.outcomes.values()) == summary.processed == 7
+    with session_factory() as session:
+        first = session.scalar(sa.select(Enquiry).where(Enquiry.message_key == "a@x").order_by(Enquiry.created_at))
+        assert first is not None
+        bodies = sorted(m.body for m in session.scalars(sa.select(EnquiryMessage)))
+        assert bodies == ["Also Thursday?", "Tuesday works."]
+        quarantined = session.scalars(sa.select(Quarantine)).one()
+        assert "not an email" in quarantined.reason or "no RFC 822" in quarantined.reason
+        assert count(session, DecisionRow) == count(session, Enquiry) == 2
+
+
+def test_rerun_changes_nothing(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    store(session_factory, Channel.EMAIL, [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)])
+    store(session_factory, Channel.FORM, [form_json(submission_id=f"f{i}", message=f"What does it cost for {i} seats?") for i in range(5)])
+    process_pending(session_factory, context)
+    before = table_counts(session_factory)
+    store(session_factory, Channel.EMAIL, [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)])
+    second = process_pending(session_factory, context)
+    assert second.processed == 0  # the same source keys are not stored again
+    assert table_counts(session_factory) == before
+    assert before["enquiries"] == 10 and before["decisions"] == 10
+
+
+def test_crash_mid_run_loses_and_doubles_nothing(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    store(session_factory, Channel.FORM, [form_json(submission_id=f"f{i}", message=f"Need a demo for {i} people") for i in range(9)])
+    real_start = context.start_timers
+    calls = {"n": 0}
+
+    def crash_on_second_batch(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("power cut")
+        return real_start(session, requests)
+
+    context.start_timers = crash_on_second_batch
+    with pytest.raises(RuntimeError, match="power cut"):
+        process_pending(session_factory, context, batch_size=4)
+    assert table_counts(session_factory)["enquiries"] == 4  # batch 1 committed, batch 2 rolled back whole
+    context.start_timers = real_start
+    process_pending(session_factory, context, batch_size=4)
+    counts = table_counts(session_factory)
+    assert counts["enquiries"] == counts["decisions"] == counts["sla_timers"] // 2 == 9
+    assert set(statuses(session_factory).values()) == {"enquiry"}
+
+
+def test_forms_honeypot_and_validation(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    store(
+        session_factory,
+        Channel.FORM,
+        [
+            form_json(submission_id="ok", message="Can I get a demo?"),
+            form_json(submission_id="bot", website="http://seo.example", message="Cheap backlinks"),
+            form_json(submission_id="bad", message=""),
+            b"{not json",
+        ],
+    )
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        bot = session.scalar(sa.select(Enquiry).where(Enquiry.message_key == "form:bot"))
+        assert bot is not None and bot.intent == "spam" and bot.lane == "automate"
+        assert bot.model_version == "rule:honeypot"
+        keys = set(session.scalars(sa.select(CrmOutbox.idempotency_key)))
+        assert f"lead:{bot.id}" not in keys  # spam never becomes a lead
+        reasons = sorted(q.reason for q in session.scalars(sa.select(Quarantine)))
+        assert any("message" in r for r in reasons) and any("not valid JSON" in r for r in reasons)
+
+
+def test_chat_continuation_threads_only_new_messages(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    store(session_factory, Channel.CHAT, [chat_json("c-9", ("Hi, can I book a demo?",))], source="chat-a")
+    process_pending(session_factory, context)
+    store(
+        session_factory, Channel.CHAT,
+        [chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday.")),
+         chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday."))],
+        source="chat-b",
+    )
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        assert count(session, Enquiry) == 1
+        assert [m.body for m in session.scalars(sa.select(EnquiryMessage))] == ["For 30 people, ideally Friday."]
+    with session_factory() as session:
+        assert sorted(session.scalars(sa.select(RawRecord.status))) == ["duplicate", "enquiry", "threaded"]
+
+
+def test_lanes_kill_switch_abstention_and_arr(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    store(
+        session_factory, Channel.EMAIL,
+        [
+            email_bytes(message_id="<1@x>", body="We want a demo."),
+            email_bytes(message_id="<2@x>", body="maybe we want something"),
+            email_bytes(message_id="<3@x>", sender="CIO <cio@megacorp-industries.com>", body="Demo for 5,000 staff"),
+        ],
+    )
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        lanes = {e.message_key: e.lane for e in session.scalars(sa.select(Enquiry))}
+        assert lanes == {"1@x": "automate", "2@x": "human_only", "3@x": "hybrid"}
+        reasons = {d.enquiry_id: d.reasons for d in session.scalars(sa.select(DecisionRow))}
+        assert any("ARR" in " ".join(r) for r in reasons.values())
+        assert count(session, ReviewItem) == 2
+    with transaction(session_factory) as session:
+        set_automation_paused(session, True, reason="model drift under investigation", by="ops")
+    store(session_factory, Channel.EMAIL, [email_bytes(message_id="<4@x>", body="Another demo please")], source="later")
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        paused = session.scalar(sa.select(Enquiry).where(Enquiry.message_key == "4@x"))
+        assert paused is not None and paused.lane == "human_only"
+        row = session.scalar(sa.select(DecisionRow).where(DecisionRow.enquiry_id == paused.id))
+        assert row is not None and any("paused: model drift" in r for r in row.reasons)
+        assert row.policy_version == context.policy.version
+
+
+def test_no_model_sends_everything_to_people(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+    context.model = None
+    store(session_factory, Channel.EMAIL, [email_bytes(message_id="<n@x>")])
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        enquiry = session.scalars(sa.select(Enquiry)).one()
+        assert enquiry.lane == "human_only" and enquiry.model_version == "none"
