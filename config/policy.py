@@ -125,7 +125,10 @@ class MatrixTask(_Strict):
             raise ValueError(
                 f"scores for {self.matrix} need exactly {list(criteria)}; missing {missing}, unknown {extra}"
             )
-        score_matrix(self.matrix, [self.scores[name] for name in criteria])
+        try:
+            score_matrix(self.matrix, [self.scores[name] for name in criteria])
+        except ConfigError as error:  # reported by pydantic with the file, field and line
+            raise ValueError(str(error)) from error
         return self
 
     @property

@@ -1,0 +1,154 @@
+"""Web hooks for form posts and chat transcripts: verify, validate, store raw, answer 202.
+
+Each source has its own HMAC-SHA256 secret (`TRIAGE_HOOKS__SECRETS='{"form:contact": "...",
+"chat:webchat": "..."}'`); the sender signs the exact body bytes and sends
+`X-Triage-Signature: sha256=<hex>`. The record is stored before we answer, and the intake flow
+processes it; the same submission delivered twice is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from config.settings import Settings
+from connectors.chat import ChatTranscript
+from connectors.forms import FormSubmission, validation_problems
+from models.records import Channel, RawRecordIn
+from store import raw
+from store.common import utcnow
+from store.db import transaction
+
+router = APIRouter(prefix="/hooks", tags=["hooks"])
+SIGNATURE_HEADER = "X-Triage-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value a sender must send for `body`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {limit} bytes")
+    return bytes(body)
+
+
+def _verify(settings: Settings, source_key: str, body: bytes, signature: str | None) -> None:
+    secret = settings.hooks.secrets.get(source_key)
+    if secret is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no hook configured for {source_key!r}")
+    if not signature or not hmac.compare_digest(sign(secret.get_secret_value(), body), signature.strip()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing or wrong {SIGNATURE_HEADER} for {source_key!r}")
+
+
+def _store(request: Request, record: RawRecordIn) -> bool:
+    """Store the record; False when this source key was stored before (a re-delivery)."""
+    factory = request.app.state.session_factory
+    with transaction(factory) as session:
+        stored = raw.save_batch(
+            session, [record], source=record.source, state={"last_received_at": record.received_at.isoformat()}
+        )
+    return stored == 1
+
+
+def _accepted(source: str, key: str, stored: bool) -> JSONResponse:
+    return JSONResponse(
+        {"accepted": True, "duplicate": not stored, "source": source, "key": key}, status_code=status.HTTP_202_ACCEPTED
+    )
+
+
+def _problem(error: HTTPException) -> JSONResponse:
+    # Hook callers are programs: always JSON, whatever the page routes do with errors.
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+@router.post("/forms/{form_id}", status_code=status.HTTP_202_ACCEPTED)
+async def form_hook(
+    form_id: str,
+    request: Request,
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> JSONResponse:
+    """A form post as JSON or application/x-www-form-urlencoded (schema: connectors.forms.FormSubmission)."""
+    try:
+        return await _form(form_id, request, signature)
+    except HTTPException as error:
+        return _problem(error)
+
+
+@router.post("/chat/{chat_source}", status_code=status.HTTP_202_ACCEPTED)
+async def chat_hook(
+    chat_source: str,
+    request: Request,
+    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
+) -> JSONResponse:
+    """A chat transcript as JSON (schema: connectors.chat.ChatTranscript); later deliveries thread on."""
+    try:
+        return await _chat(chat_source, request, signature)
+    except HTTPException as error:
+        return _problem(error)
+
+
+async def _form(form_id: str, request: Request, signature: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    body = await _read_capped(request, settings.hooks.max_body_bytes)
+    _verify(settings, f"form:{form_id}", body, signature)
+    data = _decode_form(request.headers.get("content-type", ""), body)
+    data.setdefault("form_id", form_id)
+    try:
+        submission = FormSubmission.model_validate(data)
+    except ValidationError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_problems(error)) from error
+    payload = json.dumps(submission.model_dump(mode="json", exclude_none=True), ensure_ascii=False).encode()
+    key = submission.submission_id or hashlib.sha256(payload).hexdigest()[:32]
+    source = f"hook:form:{form_id}"
+    record = RawRecordIn(source=source, channel=Channel.FORM, external_key=key, payload=payload, received_at=utcnow())
+    return _accepted(source, key, _store(request, record))
+
+
+async def _chat(chat_source: str, request: Request, signature: str | None) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    body = await _read_capped(request, settings.hooks.max_body_bytes)
+    _verify(settings, f"chat:{chat_source}", body, signature)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}") from error
+    try:
+        transcript = ChatTranscript.model_validate(data)
+    except ValidationError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_problems(error)) from error
+    payload = json.dumps(transcript.model_dump(mode="json"), ensure_ascii=False).encode()
+    # The same conversation with more messages is a new record (it threads); an identical resend is not.
+    key = f"{transcript.conversation_id}:{hashlib.sha256(payload).hexdigest()[:16]}"
+    source = f"hook:chat:{chat_source}"
+    record = RawRecordIn(source=source, channel=Channel.CHAT, external_key=key, payload=payload, received_at=utcnow())
+    return _accepted(source, key, _store(request, record))
+
+
+def _decode_form(content_type: str, body: bytes) -> dict[str, Any]:
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        try:
+            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+        except UnicodeDecodeError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: not UTF-8") from error
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: must be a JSON object")
+    return data
