@@ -31,8 +31,8 @@ def retry_only_retriable(_task: Task[Any, Any], _run: TaskRun, state: State[Any]
 
 
 @task(name="read-sources", retries=3, retry_delay_seconds=[10, 60, 300], retry_condition_fn=retry_only_retriable)
-def read_sources_task() -> list[dict[str, Any]]:
-    summaries = jobs.read_configured_sources(Runtime(Settings()))
+def read_sources_task(sources: list[str] | None) -> list[dict[str, Any]]:
+    summaries = jobs.read_configured_sources(Runtime(Settings()), sources)
     return [vars(item) for item in summaries]
 
 
@@ -47,22 +47,26 @@ def sync_crm_task() -> dict[str, Any]:
 
 
 @flow(name="intake", log_prints=False)
-def intake_flow() -> dict[str, Any]:
-    """One pass: sources → raw records → enquiries, decisions, timers, review items → CRM."""
-    ingests = read_sources_task()
+def intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
+    """One pass: sources (all configured, or those named) → raw records → enquiries → CRM.
+
+    Processing takes every pending record, whichever source or web hook stored it; row locks let
+    several deployments (one per mailbox) run this at once on PostgreSQL.
+    """
+    ingests = read_sources_task(sources)
     processed = process_task()
     crm = sync_crm_task()
     return {"ingests": ingests, "processed": processed, "crm": crm}
 
 
-def run_intake_flow() -> dict[str, Any]:
+def run_intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
     """Run the flow and return the same summary as `triage run --direct`."""
     from collections import Counter
 
     from pipeline.intake import IngestSummary
     from pipeline.process import ProcessSummary
 
-    result = intake_flow()
+    result = intake_flow(sources)
     processed = ProcessSummary(
         processed=result["processed"]["processed"],
         outcomes=Counter(result["processed"]["outcomes"]),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.errors import TriageError
+from models.errors import ConfigError, TriageError
 from models.records import Channel, RawStatus
 from pipeline.crm_sync import drain_outbox
 from pipeline.intake import IngestSummary, ingest_source
@@ -40,10 +40,16 @@ def import_path(runtime: Runtime, path: Path, channel: Channel, *, on_batch: Pro
     return ingest_source(runtime.factory, file_source(path, channel), on_batch=on_batch)
 
 
-def read_configured_sources(runtime: Runtime) -> list[IngestSummary]:
-    """One pass over every configured source; one failing source does not stop the others."""
+def read_configured_sources(runtime: Runtime, names: list[str] | None = None) -> list[IngestSummary]:
+    """One pass over the configured sources (all, or those named); one failing does not stop the others."""
     summaries = []
-    for source in runtime.configured_sources():
+    sources = runtime.configured_sources()
+    unknown = set(names or ()) - {source.name for source in sources}
+    if unknown:
+        raise ConfigError(f"no configured source named {', '.join(sorted(unknown))}")
+    for source in sources:
+        if names is not None and source.name not in names:
+            continue
         try:
             summaries.append(ingest_source(runtime.factory, source))
         except TriageError as error:
