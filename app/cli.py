@@ -182,6 +182,52 @@ def serve(
     )
 
 
+@app.command()
+def status(as_json: JsonFlag = False) -> None:
+    """One screen: each source's last read and backlog, review and SLA, CRM, models, the pause switch."""
+    from models.registry import active_version, shadow_version
+    from store import observability, raw
+    from store.flags import automation_paused
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        paused, reason = automation_paused(session)
+        sla = observability.sla_by_status(session)
+        data: dict[str, Any] = {
+            "sources": [
+                {"source": c.source, "last_read": c.updated_at.isoformat(), "checkpoint": c.state}
+                for c in raw.checkpoints(session)
+            ],
+            "pending_records": raw.count_pending(session),
+            "quarantine_open": observability.open_quarantine(session),
+            "review_backlog": sum(n for _, _, n in observability.review_backlog(session)),
+            "sla_breached": sum(n for _, s, n in sla if s == "breached"),
+            "sla_running": sum(n for _, s, n in sla if s == "running"),
+            "crm": {f"{o}:{s}": n for o, s, n in observability.outbox_by_status(session)},
+            "active_model": active_version(session),
+            "shadow_model": shadow_version(session),
+            "automation_paused": paused,
+            "pause_reason": reason,
+            "last_runs": [
+                {"flow": r.name, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                 "enquiries": r.summary.get("enquiries")}
+                for r in observability.last_runs(session, limit=5)
+            ],
+        }
+    if as_json:
+        emit(data, True)
+        return
+    out = Console()
+    if paused:
+        out.print(f"[bold red]AUTOMATION PAUSED[/]: {reason}")
+    sources = Table("source", "last read", title="sources")
+    for item in data["sources"]:
+        sources.add_row(item["source"], item["last_read"])
+    out.print(sources)
+    summary = {k: v for k, v in data.items() if k not in ("sources", "last_runs")}
+    print_summary(summary, "status")
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     as_json: JsonFlag = False,
@@ -340,3 +386,7 @@ def main() -> None:
     except TriageError as error:
         console.print(f"[red]error:[/] {error}")
         raise SystemExit(1) from error
+
+
+if __name__ == "__main__":
+    main()

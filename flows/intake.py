@@ -75,6 +75,7 @@ def run_intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
         timers_started=result["processed"]["timers_started"],
         review_items=result["processed"]["review_items"],
         audit_rows=result["processed"]["audit_rows"],
+        stage_seconds=Counter(result["processed"]["stage_seconds"]),
     )
     ingests = [IngestSummary(**item) for item in result["ingests"]]
     return jobs.run_summary(Runtime(Settings()), ingests, processed, result["crm"])

@@ -101,6 +101,7 @@ def run_summary(
         "sla_timers": processed.timers_started,
         "audit_rows": processed.audit_rows,
         "model_version": model_version,
+        "stage_seconds": {stage: round(seconds, 4) for stage, seconds in processed.stage_seconds.items()},
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,9 +88,11 @@ class ProcessSummary:
     review_items: int = 0
     audit_rows: int = 0
     batches: int = 0
+    stage_seconds: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "stage_seconds": {stage: round(seconds, 4) for stage, seconds in self.stage_seconds.items()},
             "processed": self.processed,
             "outcomes": dict(self.outcomes),
             "by_channel": dict(self.by_channel),
@@ -179,6 +182,7 @@ def process_batch(
 ) -> None:
     """Process one locked batch of raw records inside the caller's transaction."""
     now = utcnow()
+    started = time.perf_counter()
     normalised: list[tuple[RawRecord, EnquiryIn]] = []
     for record in records:
         summary.processed += 1
@@ -194,6 +198,8 @@ def process_batch(
             summary.outcomes[RawStatus.SKIPPED.value] += 1
             continue
         normalised.append((record, enquiry))
+    summary.stage_seconds["normalise"] += time.perf_counter() - started
+    started = time.perf_counter()
 
     digests = {id(record): content_hash(enquiry) for record, enquiry in normalised}
     seen = enquiry_store.seen_content(session, digests.values())
@@ -226,6 +232,7 @@ def process_batch(
         new.append(item)
 
     enquiry_store.add_messages(session, messages)
+    summary.stage_seconds["dedupe_thread"] += time.perf_counter() - started
     if new:
         _open_enquiries(session, new, context, summary, now)
 
@@ -290,9 +297,14 @@ def _open_enquiries(
     session: Session, new: list[_NewEnquiry], context: PipelineContext, summary: ProcessSummary, now: datetime
 ) -> None:
     policy = context.policy
+    started = time.perf_counter()
     paused, paused_reason = flags.automation_paused(session)
     enrichments = [enrich(item.enquiry, context.firmographics, policy.lanes) for item in new]
+    summary.stage_seconds["enrich"] += time.perf_counter() - started
+    started = time.perf_counter()
     predictions = _classify(new, enrichments, context.model)
+    summary.stage_seconds["classify"] += time.perf_counter() - started
+    started = time.perf_counter()
     decisions = [
         decide(
             prediction=prediction,
@@ -304,6 +316,8 @@ def _open_enquiries(
         )
         for item, enrichment, prediction in zip(new, enrichments, predictions, strict=True)
     ]
+    summary.stage_seconds["decide"] += time.perf_counter() - started
+    started = time.perf_counter()
     enquiry_rows = [
         _enquiry_row(item, enrichment, prediction, decision, now)
         for item, enrichment, prediction, decision in zip(new, enrichments, predictions, decisions, strict=True)
@@ -371,6 +385,7 @@ def _open_enquiries(
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
     summary.leads_queued += outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "upsert_lead"])
     outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "create_task"])
+    summary.stage_seconds["persist"] += time.perf_counter() - started
 
 
 def _enquiry_row(

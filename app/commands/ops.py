@@ -1,0 +1,166 @@
+"""Governance commands for the ops lead and auditors: the decision matrix and the audit export."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import ConfigError
+
+policy_app = typer.Typer(help="The decision matrix: which tasks may be automated, scored and owned.", no_args_is_help=True)
+audit_app = typer.Typer(help="Export the audit trail (decisions and corrections) for review.", no_args_is_help=True)
+console = Console(stderr=True)
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+PHONE = re.compile(r"(?<!\w)\+?\d[\d ()./-]{6,}\d(?!\w)")
+PII_FIELDS = ("sender_email", "sender_phone")
+
+
+@policy_app.command("score")
+def policy_score(
+    scores: Annotated[str, typer.Argument(help="Comma-separated scores, 1-5 each, in the matrix's criteria order.")],
+    matrix: Annotated[str, typer.Option(help="marketing4 (4 criteria, 5 = safest) or risk6 (6 criteria, 5 = riskiest).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Score a task on a decision matrix: prints the sum and the lane it falls in."""
+    from config.policy import MATRIX_CRITERIA, score_matrix
+
+    try:
+        values = [int(part) for part in scores.split(",")]
+    except ValueError as error:
+        raise ConfigError(f"scores must be whole numbers separated by commas, got {scores!r}") from error
+    total, lane = score_matrix(matrix, values)
+    if as_json:
+        typer.echo(json.dumps({"matrix": matrix, "scores": dict(zip(MATRIX_CRITERIA[matrix], values, strict=True)),
+                               "sum": total, "lane": lane}))
+    else:
+        typer.echo(f"{matrix}: sum {total} → {lane}")
+
+
+@policy_app.command("show")
+def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Every task of the decision matrix with its lane, owner, review SLA, escalation and rollback."""
+    from config.policy import load_policy
+    from config.settings import Settings
+
+    policy = load_policy(Settings().policy_dir)
+    rows = [
+        {
+            "task": name, "matrix": task.matrix, "sum": task.total, "matrix_lane": task.matrix_lane,
+            "lane": task.lane.value, "owner": task.owner, "review_sla": task.review_sla,
+            "escalation": task.escalation, "rollback": task.rollback,
+        }
+        for name, task in policy.matrix.tasks.items()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"policy_version": policy.version, "tasks": rows}, indent=2))
+        return
+    table = Table("task", "matrix", "sum", "lane", "owner", "review SLA", title=f"policy {policy.version}")
+    for row in rows:
+        table.add_row(row["task"], row["matrix"], str(row["sum"]), row["matrix_lane"], row["owner"], row["review_sla"])
+    Console().print(table)
+
+
+def pseudonymisation_key(home: Path, configured: str | None) -> bytes:
+    """The keyed-hash secret: TRIAGE_PSEUDONYMISATION_KEY, or one generated once and kept under TRIAGE_HOME."""
+    if configured:
+        return configured.encode()
+    path = home / "pseudonymisation.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """A stable keyed hash: the same address always maps to the same token, and cannot be reversed."""
+    return "pii_" + hmac.new(key, value.strip().lower().encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def pseudonymise(record: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """Replace e-mail addresses and phone numbers in the identity fields and in any free text."""
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            value = EMAIL.sub(lambda m: pseudonym(key, m.group(0)), value)
+            return PHONE.sub(lambda m: pseudonym(key, re.sub(r"\D", "", m.group(0))), value)
+        if isinstance(value, list):
+            return [scrub(item) for item in value]
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        return value
+
+    out = {k: scrub(v) for k, v in record.items() if k not in PII_FIELDS}
+    for field in PII_FIELDS:
+        value = record.get(field)
+        out[field] = pseudonym(key, re.sub(r"\D", "", value) if field == "sender_phone" else value) if value else None
+    return out
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[datetime | None, typer.Option(help="Only records at or after this date/time (UTC if no offset).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
+    raw_identities: Annotated[
+        bool, typer.Option("--raw-identities", help="Keep e-mail addresses and phone numbers in clear (default: keyed hash).")
+    ] = False,
+) -> None:
+    """Decisions and corrections, oldest first; e-mail addresses and phone numbers pseudonymised by default."""
+    from config.settings import Settings
+    from pipeline.runtime import Runtime
+    from store.audit import iter_corrections, iter_decisions
+
+    if format_ not in ("jsonl", "csv"):
+        raise ConfigError(f"--format must be jsonl or csv, got {format_!r}")
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    settings = Settings()
+    runtime = Runtime(settings)
+    secret = settings.pseudonymisation_key.get_secret_value() if settings.pseudonymisation_key else None
+    key = pseudonymisation_key(settings.home, secret)
+    handle = out.open("w", encoding="utf-8", newline="") if out else sys.stdout
+    count = 0
+    try:
+        with runtime.factory() as session:
+
+            def records() -> Iterator[dict[str, Any]]:
+                yield from iter_decisions(session, since=since)
+                yield from iter_corrections(session, since=since)
+
+            rows = (record if raw_identities else pseudonymise(record, key) for record in records())
+            if format_ == "jsonl":
+                for row in rows:
+                    handle.write(json.dumps(row, default=str) + "\n")
+                    count += 1
+            else:
+                columns = [
+                    "record", "id", "created_at", "enquiry_id", "channel", "sender_email", "sender_phone", "actor",
+                    "kind", "lane", "intent", "queue", "priority", "confidence", "task", "reasons", "previous",
+                    "policy_version", "model_version",
+                ]
+                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+                    count += 1
+    finally:
+        if out:
+            handle.close()
+    console.print(f"exported {count} audit records" + (f" to {out}" if out else ""))

@@ -1,0 +1,76 @@
+"""Read-only figures for /metrics and `triage status`: counts and distributions straight from the tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from store.tables import CrmOutbox, Enquiry, FlowRun, Quarantine, RawRecord, ReviewItem, SlaTimer
+
+
+def grouped(session: Session, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]:
+    statement = sa.select(*columns, sa.func.count()).group_by(*columns)
+    if where is not None:
+        statement = statement.where(where)
+    return [tuple(row) for row in session.execute(statement)]
+
+
+def raw_by_channel_status(session: Session) -> list[tuple[str, str, int]]:
+    return [(c, s, int(n)) for c, s, n in grouped(session, RawRecord.channel, RawRecord.status)]
+
+
+def enquiries_by_lane(session: Session) -> list[tuple[str, int]]:
+    return [(lane, int(n)) for lane, n in grouped(session, Enquiry.lane)]
+
+
+def review_backlog(session: Session) -> list[tuple[str, str, int]]:
+    return [(q, s, int(n)) for q, s, n in grouped(session, ReviewItem.queue, ReviewItem.status, where=ReviewItem.status != "done")]
+
+
+def sla_by_status(session: Session) -> list[tuple[str, str, int]]:
+    return [(k, s, int(n)) for k, s, n in grouped(session, SlaTimer.kind, SlaTimer.status)]
+
+
+def outbox_by_status(session: Session) -> list[tuple[str, str, int]]:
+    return [(o, s, int(n)) for o, s, n in grouped(session, CrmOutbox.operation, CrmOutbox.status)]
+
+
+def open_quarantine(session: Session) -> int:
+    statement = sa.select(sa.func.count()).select_from(Quarantine).where(Quarantine.replayed_at.is_(None))
+    return int(session.scalar(statement) or 0)
+
+
+def confidences(session: Session, *, since: datetime | None = None, model_version: str | None = None) -> list[float]:
+    statement = sa.select(Enquiry.confidence).where(Enquiry.model_version != "rule:honeypot")
+    if since is not None:
+        statement = statement.where(Enquiry.created_at >= since)
+    if model_version is not None:
+        statement = statement.where(Enquiry.model_version == model_version)
+    return [float(value) for value in session.scalars(statement)]
+
+
+def predicted_intents(session: Session, *, since: datetime | None = None, model_version: str | None = None) -> dict[str, int]:
+    conditions = [Enquiry.model_version != "rule:honeypot"]
+    if since is not None:
+        conditions.append(Enquiry.created_at >= since)
+    if model_version is not None:
+        conditions.append(Enquiry.model_version == model_version)
+    return {intent: int(n) for intent, n in grouped(session, Enquiry.intent, where=sa.and_(*conditions))}
+
+
+def stage_seconds(session: Session) -> tuple[dict[str, float], int]:
+    """Processing seconds per stage, summed over recorded runs, and the enquiries those runs opened."""
+    totals: dict[str, float] = {}
+    enquiries = 0
+    for summary in session.scalars(sa.select(FlowRun.summary).where(FlowRun.name == "intake")):
+        for stage, seconds in (summary.get("stage_seconds") or {}).items():
+            totals[stage] = totals.get(stage, 0.0) + float(seconds)
+        enquiries += int(summary.get("enquiries") or 0)
+    return totals, enquiries
+
+
+def last_runs(session: Session, *, limit: int = 10) -> list[FlowRun]:
+    return list(session.scalars(sa.select(FlowRun).order_by(FlowRun.id.desc()).limit(limit)))
