@@ -358,7 +358,7 @@ def _mount_optional() -> None:
         ("app.commands.review", "users_app", "users"),
         ("app.commands.ops", "policy_app", "policy"),
         ("app.commands.ops", "audit_app", "audit"),
-        ("app.commands.ops", "flows_app", "flows"),
+        ("app.commands.flows", "flows_app", "flows"),
     ]
     for module_name, attribute, name in groups:
         try:

@@ -231,10 +231,11 @@ def process_batch(
         threads.opened(item)
         new.append(item)
 
-    enquiry_store.add_messages(session, messages)
     summary.stage_seconds["dedupe_thread"] += time.perf_counter() - started
     if new:
         _open_enquiries(session, new, context, summary, now)
+    # After the enquiries: a follow-up may belong to an enquiry this very batch opened.
+    enquiry_store.add_messages(session, messages)
 
 
 def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Threads) -> list[dict[str, Any]]:

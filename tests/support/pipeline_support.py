@@ -1,0 +1,91 @@
+"""Shared pieces for pipeline tests: a transparent keyword model, a small firmographics table, storing raw records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY_DIR
+from connectors.enrichment import Company, Firmographics
+from models.records import Channel, Prediction, RawRecordIn
+from pipeline.process import PipelineContext, TimerRequest
+from sla.policies import load_policies
+from sla.service import TimerStart, start_timers
+from store import raw
+from store.common import utcnow
+from store.db import transaction
+from tests.builders import T0
+
+FIRMS = Firmographics(
+    {
+        "brightwater-analytics.com": Company(
+            "brightwater-analytics.com", "Brightwater Analytics", "Software", 60, "US"
+        ),
+        "megacorp-industries.com": Company(
+            "megacorp-industries.com", "Megacorp Industries", "Manufacturing", 20000, "DE"
+        ),
+    },
+    frozenset({"gmail.com"}),
+)
+
+
+class KeywordModel:
+    """A transparent stand-in for a trained model: it is the pipeline under test, not the classifier."""
+
+    version = "test-keywords"
+
+    def predict(self, frame: pd.DataFrame) -> list[Prediction]:
+        out = []
+        for subject, body in zip(frame["subject"], frame["body"], strict=True):
+            text = f"{subject} {body}".lower()
+            intent = "spam" if "casino" in text else "pricing" if "cost" in text else "sales_demo"
+            confident = "maybe" not in text
+            out.append(
+                Prediction(
+                    intent=intent,
+                    confidence=0.97 if confident else 0.4,
+                    threshold=0.8,
+                    abstained=not confident,
+                    explanation=(("demo", 0.5),),
+                    model_version=self.version,
+                )
+            )
+        return out
+
+
+def _timer_starter() -> object:
+    policies = load_policies()
+
+    def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
+        items = [TimerStart(**{f: getattr(r, f) for f in TimerStart.__dataclass_fields__}) for r in requests]
+        return start_timers(session, items, policies, now=utcnow())
+
+    return start
+
+
+@pytest.fixture
+def context() -> PipelineContext:
+    return PipelineContext(
+        policy=load_policy(DEFAULT_POLICY_DIR),
+        firmographics=FIRMS,
+        model=KeywordModel(),
+        start_timers=_timer_starter(),  # type: ignore[arg-type]
+    )
+
+
+def store(
+    factory: sessionmaker[Session], channel: Channel, payloads: list[bytes], source: str = "test"
+) -> None:
+    records = [
+        RawRecordIn(
+            source=source, channel=channel, external_key=f"{channel.value}-{i}", payload=p, received_at=T0
+        )
+        for i, p in enumerate(payloads)
+    ]
+    with transaction(factory) as session:
+        raw.save_batch(session, records, source=source, state={"n": len(records)})
