@@ -71,7 +71,13 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
         runtime.factory, runtime.crm_backend(), batch_size=crm.batch_size, max_attempts=crm.max_attempts,
         backoff_seconds=crm.backoff_seconds,
     )
-    return {"sent": summary.sent, "retried": summary.retried, "failed": summary.failed, "stopped_by": summary.stopped_by}
+    return {
+        "leads_sent": summary.sent_by_operation["upsert_lead"],
+        "tasks_sent": summary.sent_by_operation["create_task"],
+        "retried": summary.retried,
+        "failed": summary.failed,
+        "stopped_by": summary.stopped_by,
+    }
 
 
 def run_summary(
@@ -95,7 +101,8 @@ def run_summary(
         "automated": processed.lanes.get("automate", 0),
         "review": processed.review_items,
         "spam_discarded": processed.spam_discarded,
-        "crm_written": crm["sent"],
+        "crm_written": crm["leads_sent"],
+        "crm_tasks_written": crm["tasks_sent"],
         "crm_retrying": crm["retried"],
         "crm_failed": crm["failed"],
         "sla_timers": processed.timers_started,

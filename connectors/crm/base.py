@@ -15,10 +15,31 @@ from connectors.base import CheckResult
 
 # Canonical lead fields the pipeline fills (values may be None). Backends map these to their own.
 LEAD_FIELDS = (
-    "external_id", "email", "first_name", "last_name", "company", "phone", "domain", "industry",
-    "employees", "arr_estimate", "segment", "intent", "queue", "priority", "lane", "confidence",
-    "channel", "source", "subject", "description", "received_at", "model_version", "policy_version",
-    "campaign", "lead_source",
+    "external_id",
+    "email",
+    "first_name",
+    "last_name",
+    "company",
+    "phone",
+    "domain",
+    "industry",
+    "employees",
+    "arr_estimate",
+    "segment",
+    "intent",
+    "queue",
+    "priority",
+    "lane",
+    "confidence",
+    "channel",
+    "source",
+    "subject",
+    "description",
+    "received_at",
+    "model_version",
+    "policy_version",
+    "campaign",
+    "lead_source",
 )
 TASK_FIELDS = ("subject", "description", "due_at", "queue", "priority", "owner_queue")
 

@@ -1,0 +1,200 @@
+"""`triage crm`: list leads, check the CRM connection, see and retry failed writes, drain the outbox once.
+
+Runs no flow, so it never imports Prefect. Every subcommand takes `--json` for scripts where it prints
+something a script would read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.settings import Settings
+from connectors.crm.factory import make_crm_backend
+from models.errors import ConfigError, FatalError
+from pipeline.crm_sync import drain_outbox
+from store import local_crm, outbox
+from store.common import utcnow
+from store.db import make_engine, make_session_factory, upgrade_schema
+
+crm_app = typer.Typer(
+    help="The CRM: leads, connection check, failed writes, outbox sync.", no_args_is_help=True
+)
+console = Console()
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _open() -> tuple[Settings, sessionmaker[Session]]:
+    settings = Settings()
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file lives there
+    engine = make_engine(settings.effective_database_url)
+    upgrade_schema(engine)
+    return settings, make_session_factory(engine)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+@crm_app.command("list")
+def list_leads(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many leads.")] = 50,
+) -> None:
+    """Leads in the CRM: the local table, or (for Salesforce) the leads sent with their Salesforce Ids."""
+    settings, factory = _open()
+    with factory() as session:
+        if settings.crm.backend == "local":
+            rows = [
+                {
+                    "id": f"L{lead.id}",
+                    "external_id": lead.external_id,
+                    "email": lead.fields.get("email"),
+                    "company": lead.fields.get("company"),
+                    "intent": lead.fields.get("intent"),
+                    "lane": lead.fields.get("lane"),
+                    "updated_at": lead.updated_at.isoformat(),
+                }
+                for lead in local_crm.list_leads(session, limit=limit)
+            ]
+            total = local_crm.count_leads(session)
+        else:
+            rows = [
+                {
+                    "id": row.crm_id,
+                    "external_id": row.enquiry_id,
+                    "email": row.payload.get("email"),
+                    "company": row.payload.get("company"),
+                    "intent": row.payload.get("intent"),
+                    "lane": row.payload.get("lane"),
+                    "updated_at": row.sent_at.isoformat() if row.sent_at else None,
+                }
+                for row in outbox.sent_leads(session, limit=limit)
+            ]
+            total = outbox.counts_by_status_and_operation(session).get(("upsert_lead", "sent"), 0)
+    if as_json:
+        _print_json({"backend": settings.crm.backend, "total": total, "leads": rows})
+        return
+    table = Table(title=f"CRM leads ({settings.crm.backend}): {len(rows)} of {total}")
+    for column in ("id", "external_id", "email", "company", "intent", "lane", "updated_at"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[column] or "") for column in row))
+    console.print(table)
+
+
+@crm_app.command()
+def check(as_json: JsonOption = False) -> None:
+    """Verify the CRM: credentials, the external-id field and every mapped field. Exit 1 when not ready."""
+    try:
+        settings, factory = _open()
+        backend = make_crm_backend(settings, factory)
+        result = backend.check()
+        name, ok, message = backend.name, result.ok, result.message
+    except ConfigError as error:
+        name, ok, message = "?", False, str(error)
+    if as_json:
+        _print_json({"backend": name, "ok": ok, "message": message})
+    else:
+        console.print(
+            f"[{'green' if ok else 'red'}]{'OK' if ok else 'NOT READY'}[/] ({name})", highlight=False
+        )
+        console.print(message, markup=False, highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@crm_app.command()
+def failures(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 200,
+) -> None:
+    """Writes the CRM rejected for good, with the CRM's own message; fix the cause, then `crm retry`."""
+    _, factory = _open()
+    with factory() as session:
+        rows = [
+            {
+                "id": row.id,
+                "enquiry_id": row.enquiry_id,
+                "operation": row.operation,
+                "attempts": row.attempts,
+                "error": row.last_error,
+            }
+            for row in outbox.failures(session, limit=limit)
+        ]
+    if as_json:
+        _print_json({"failures": rows})
+        return
+    if not rows:
+        console.print("No failed CRM writes.")
+        return
+    table = Table(title=f"Failed CRM writes: {len(rows)}")
+    for column in ("id", "enquiry_id", "operation", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(value or "") for value in row.values()))
+    console.print(table)
+    console.print("Fix the cause (mapping, Salesforce field, data), then: triage crm retry [--id N ...]")
+
+
+@crm_app.command()
+def retry(
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Outbox id to retry; repeat. Default: all.")
+    ] = None,
+) -> None:
+    """Queue failed writes again; the next sync sends them."""
+    _, factory = _open()
+    with factory() as session, session.begin():
+        count = outbox.requeue_failed(session, now=utcnow(), ids=ids or None)
+    console.print(f"{count} failed write(s) queued again.")
+
+
+@crm_app.command()
+def sync(as_json: JsonOption = False) -> None:
+    """Drain the outbox once into the configured CRM (what the intake flow does every run)."""
+    settings, factory = _open()
+    try:
+        backend = make_crm_backend(settings, factory)
+        summary = drain_outbox(
+            factory,
+            backend,
+            batch_size=settings.crm.batch_size,
+            max_attempts=settings.crm.max_attempts,
+            backoff_seconds=settings.crm.backoff_seconds,
+        )
+    except (ConfigError, FatalError) as error:
+        if as_json:
+            _print_json({"ok": False, "error": str(error)})
+        else:
+            console.print(f"[red]CRM sync stopped:[/] {error}", highlight=False)
+        raise typer.Exit(1) from error
+    with factory() as session:
+        counts = outbox.counts_by_status(session)
+    result = {
+        "ok": summary.stopped_by is None,
+        "backend": backend.name,
+        "sent": summary.sent,
+        "retried": summary.retried,
+        "failed": summary.failed,
+        "batches": summary.batches,
+        "stopped_by": summary.stopped_by,
+        "outbox": counts,
+    }
+    if as_json:
+        _print_json(result)
+        return
+    console.print(
+        f"{backend.name}: sent {summary.sent}, retry later {summary.retried}, failed {summary.failed} "
+        f"in {summary.batches} batch(es); outbox now {counts}",
+        highlight=False,
+    )
+    if summary.stopped_by:
+        console.print(f"[yellow]Stopped early:[/] {summary.stopped_by}", highlight=False)

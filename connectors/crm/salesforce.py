@@ -1,0 +1,601 @@
+"""Salesforce through simple-salesforce: leads upserted by an external id, SDR tasks, one failure table.
+
+How writes go:
+- Leads are upserted by `TRIAGE_SALESFORCE__EXTERNAL_ID_FIELD` (default `Enquiry_Id__c`), so a re-send
+  updates the lead instead of making a second one. Batches below `crm.bulk_threshold` use sObject
+  Collections (`PATCH composite/sobjects/Lead/{field}`, 200 records a request, allOrNone=false); larger
+  ones use a Bulk API 2.0 upsert job.
+- Tasks are upserted the same way on `Task`, by a custom External ID field (mapping `task.
+  idempotency_field`, default `Triage_Key__c`) that holds the write's idempotency key. We chose a field
+  over a marker in Description because Description is a long text area Salesforce cannot filter on,
+  and an upsert by external id stays exactly-once even when two senders race. WhoId is the lead's Id,
+  looked up by external id.
+
+Every failure goes through `classify_failure` (the one table, `FAILURE_TABLE`): an expired session
+re-authenticates once and retries; 429, 5xx, timeouts and lost connections become `RetriableError`; a
+request-level 400 (a field Salesforce rejects) is isolated by re-sending that chunk one record at a time,
+so only the bad record fails, with Salesforce's own message; bad credentials, a missing external-id
+field or object become `FatalError` with what to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from simple_salesforce.api import Salesforce
+from simple_salesforce.bulk2 import SFBulk2Handler
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceError,
+    SalesforceOperationError,
+)
+from simple_salesforce.login import SalesforceLogin
+
+from config.settings import CrmSettings, SalesforceSettings
+from connectors.base import CheckResult
+from connectors.crm.base import LeadWrite, TaskWrite, WriteResult
+from connectors.crm.mapping import LeadMapping
+from models.errors import FatalError, RetriableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+COLLECTION_LIMIT = 200  # records per sObject Collections request (Salesforce's limit)
+QUERY_CHUNK = 100  # external ids per SOQL IN (...) lookup, far below the 100,000-character query limit
+Reaction = Literal["reauthenticate", "retry", "record", "fatal"]
+
+# Per-record status codes a later attempt can get past; every other per-record error waits for a person.
+RETRIABLE_RECORD_CODES = frozenset(
+    {
+        "UNABLE_TO_LOCK_ROW",
+        "SERVER_UNAVAILABLE",
+        "REQUEST_RUNNING_TOO_LONG",
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFacts:
+    """What a failure says, whatever raised it: HTTP status, Salesforce error code, message."""
+
+    status: int | None
+    code: str | None
+    message: str
+    transport: bool = False  # no answer at all: timeout or lost connection
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRule:
+    """One row of the failure table."""
+
+    name: str
+    matches: Callable[[ErrorFacts], bool]
+    reaction: Reaction
+    advice: str
+
+
+# The one table: first matching row wins. `advice` tells a person what to do next.
+FAILURE_TABLE: tuple[FailureRule, ...] = (
+    FailureRule(
+        "no answer",
+        lambda f: f.transport,
+        "retry",
+        "Salesforce did not answer (timeout or lost connection); the writes are retried with backoff.",
+    ),
+    FailureRule(
+        "login refused",
+        lambda f: (
+            f.code
+            in {
+                "INVALID_LOGIN",
+                "LOGIN_MUST_USE_SECURITY_TOKEN",
+                "INVALID_AUTH",
+                "INVALID_CLIENT",
+                "API_DISABLED_FOR_ORG",
+            }
+            or (f.status == 401 and f.code is None)
+        ),
+        "fatal",
+        "Salesforce refused the login. Check TRIAGE_SALESFORCE__USERNAME, __PASSWORD and "
+        "__SECURITY_TOKEN (Salesforce: Settings → Reset My Security Token), and __DOMAIN (test for a "
+        "sandbox) or __INSTANCE_URL (your My Domain URL).",
+    ),
+    FailureRule(
+        "expired session",
+        lambda f: f.code == "INVALID_SESSION_ID" or f.status == 401,
+        "reauthenticate",
+        "The Salesforce session expired or was revoked. With a session id only, set a fresh "
+        "TRIAGE_SALESFORCE__SESSION_ID, or set USERNAME, PASSWORD and SECURITY_TOKEN so it can log in again.",
+    ),
+    FailureRule(
+        "throttled",
+        lambda f: f.status == 429 or f.code in {"REQUEST_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"},
+        "retry",
+        "Salesforce is throttling this org's API calls; the writes are retried with backoff.",
+    ),
+    FailureRule(
+        "server error",
+        lambda f: f.status is not None and f.status >= 500,
+        "retry",
+        "Salesforce answered with a server error; the writes are retried with backoff.",
+    ),
+    FailureRule(
+        "locked or busy",
+        lambda f: f.code in RETRIABLE_RECORD_CODES,
+        "retry",
+        "Salesforce was busy with the same records; the writes are retried with backoff.",
+    ),
+    FailureRule(
+        "missing external id field",
+        lambda f: f.code in {"NOT_FOUND", "INVALIDJOB"} and "external id" in f.message.lower(),
+        "fatal",
+        "The external-id field does not exist on the object or is not marked External ID. "
+        "Create a Text field (External ID, Unique) named as TRIAGE_SALESFORCE__EXTERNAL_ID_FIELD on Lead "
+        "(and the mapping's task.idempotency_field on Activity), then run `triage crm check`.",
+    ),
+    FailureRule(
+        "unknown object",
+        lambda f: f.code in {"INVALID_TYPE", "NOT_FOUND", "INVALIDJOB"},
+        "fatal",
+        "Salesforce does not know this object or resource for this user: check the API version "
+        "(TRIAGE_SALESFORCE__API_VERSION) and that the integration user can see Lead and Task.",
+    ),
+    FailureRule(
+        "no permission",
+        lambda f: f.status == 403,
+        "fatal",
+        "The integration user lacks a permission (API Enabled, or edit access to Lead/Task or a "
+        "mapped field). Fix its profile or permission set, then `triage crm retry`.",
+    ),
+    FailureRule(
+        "bad batch",
+        lambda f: "invalidbatch" in f.message.lower(),
+        "record",
+        "A Bulk API job was rejected as a whole; its records are re-sent one by one to find the bad one.",
+    ),
+    FailureRule(
+        "rejected field",
+        lambda f: f.status == 400,
+        "record",
+        "Salesforce rejected a field; fix the value or the mapping (crm_mapping.yaml), then "
+        "`triage crm retry`.",
+    ),
+    FailureRule(
+        "anything else",
+        lambda f: True,
+        "retry",
+        "An unexpected Salesforce failure; the writes are retried and fail after CRM max_attempts.",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How to react to one failure, and the message for people."""
+
+    rule: str
+    reaction: Reaction
+    message: str
+
+
+def error_facts(error: BaseException) -> ErrorFacts:
+    """Normalise what simple-salesforce or requests raised."""
+    if isinstance(error, requests.Timeout | requests.ConnectionError):
+        return ErrorFacts(None, None, f"{error.__class__.__name__}: {error}", transport=True)
+    if isinstance(error, SalesforceAuthenticationFailed):
+        code = error.code
+        if isinstance(code, int):
+            return ErrorFacts(code, None, error.auth_message[:500])
+        return ErrorFacts(401, str(code) if code else None, error.auth_message)
+    if isinstance(error, SalesforceError):
+        content: Any = error.content
+        if isinstance(content, list) and content and isinstance(content[0], dict):
+            first = content[0]
+            fields = tuple(str(name) for name in first.get("fields") or ())
+            return ErrorFacts(
+                error.status, first.get("errorCode"), str(first.get("message", "")), fields=fields
+            )
+        text = content.decode(errors="replace") if isinstance(content, bytes) else str(content)
+        return ErrorFacts(error.status, None, text[:500])
+    if isinstance(error, SalesforceOperationError):
+        return ErrorFacts(None, None, str(error))
+    return ErrorFacts(None, None, f"{error.__class__.__name__}: {error}")
+
+
+def classify_failure(error: BaseException) -> Failure:
+    """Look the failure up in `FAILURE_TABLE`."""
+    facts = error_facts(error)
+    rule = next(rule for rule in FAILURE_TABLE if rule.matches(facts))
+    detail = f"{facts.code}: {facts.message}" if facts.code else facts.message
+    return Failure(rule.name, rule.reaction, f"{rule.advice} (Salesforce said: {detail})")
+
+
+class _RecordRejected(Exception):
+    """A request-level rejection that belongs to the records in it (a 400): isolate them."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    ok: bool
+    crm_id: str | None = None
+    error: str | None = None
+    retriable: bool = False
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """A default timeout for every request: simple-salesforce's login and Bulk calls take none."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(pool_connections=2, pool_maxsize=4)
+        self._timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+class SalesforceCrm:
+    """The `salesforce` CRM backend (see the module docstring for how writes and failures go)."""
+
+    name = "salesforce"
+
+    def __init__(
+        self,
+        settings: SalesforceSettings,
+        crm: CrmSettings,
+        mapping: LeadMapping,
+        session: requests.Session | None = None,
+        *,
+        bulk_poll_seconds: float = 2.0,
+        bulk_timeout_seconds: float = 900.0,
+    ) -> None:
+        self._settings = settings
+        self._crm = crm
+        self._mapping = mapping
+        self._bulk_poll_seconds = bulk_poll_seconds
+        self._bulk_timeout_seconds = bulk_timeout_seconds
+        self._session = session or requests.Session()
+        if settings.ca_bundle is not None:
+            # REQUESTS_CA_BUNDLE in the environment would override `verify` unless trust_env is off.
+            self._session.verify = str(settings.ca_bundle)
+            self._session.trust_env = False
+        self._session.mount("https://", _TimeoutAdapter(settings.timeout_seconds))
+        self._client: Salesforce | None = None
+        self.logins = 0
+
+    @property
+    def external_id_field(self) -> str:
+        """The Lead field that holds the enquiry id."""
+        return self._settings.external_id_field
+
+    # -- connection ------------------------------------------------------------------------------------
+    def _can_login(self) -> bool:
+        return bool(self._settings.username and self._settings.password)
+
+    def _connect(self) -> Salesforce:
+        settings = self._settings
+        version = settings.api_version
+        if self._can_login():
+            assert settings.username is not None and settings.password is not None
+            token = settings.security_token.get_secret_value() if settings.security_token else None
+            # With INSTANCE_URL set we log in at that (My Domain) URL; otherwise at {DOMAIN}.salesforce.com.
+            login_url = settings.instance_url.rstrip("/") if settings.instance_url else None
+            session_id, instance = SalesforceLogin(
+                username=settings.username,
+                password=settings.password.get_secret_value(),
+                security_token=token,
+                sf_version=version,
+                session=self._session,
+                domain=settings.domain,
+                scratch_url=login_url,
+            )
+            self.logins += 1
+            return Salesforce(
+                session_id=session_id, instance=instance, version=version, session=self._session
+            )
+        if settings.session_id is not None and settings.instance_url:
+            return Salesforce(
+                session_id=settings.session_id.get_secret_value(),
+                instance_url=settings.instance_url,
+                version=version,
+                session=self._session,
+            )
+        raise FatalError(
+            "Salesforce is not configured: set TRIAGE_SALESFORCE__USERNAME, __PASSWORD and __SECURITY_TOKEN "
+            "(and __INSTANCE_URL or __DOMAIN), or __SESSION_ID with __INSTANCE_URL."
+        )
+
+    def _call(self, operation: Callable[[Salesforce], T]) -> T:
+        """Run one API operation under the failure table, logging in again once if the session expired."""
+        for attempt in (1, 2):
+            try:
+                if self._client is None:
+                    self._client = self._connect()
+                return operation(self._client)
+            except (FatalError, RetriableError):
+                raise
+            except (SalesforceError, SalesforceOperationError, requests.RequestException) as error:
+                failure = classify_failure(error)
+                if failure.reaction == "reauthenticate":
+                    self._client = None
+                    if attempt == 1 and self._can_login():
+                        log.info("Salesforce session expired; logging in again")
+                        continue
+                    raise FatalError(failure.message) from error
+                if failure.reaction == "retry":
+                    raise RetriableError(failure.message) from error
+                if failure.reaction == "record":
+                    raise _RecordRejected(_record_message(error_facts(error))) from error
+                raise FatalError(failure.message) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rest(self, path: str, *, method: str = "GET", **kwargs: Any) -> Any:
+        """One REST call (path under /services/data/vXX.X/) under the failure table."""
+        return self._call(lambda sf: sf.restful(path, method=method, **kwargs))
+
+    # -- CrmBackend ------------------------------------------------------------------------------------
+    def check(self) -> CheckResult:
+        """Log in, then verify the external-id fields and every mapped field exist; never raises."""
+        ca_bundle = self._settings.ca_bundle
+        if ca_bundle is not None and not ca_bundle.is_file():
+            return CheckResult(
+                False,
+                f"TRIAGE_SALESFORCE__CA_BUNDLE is {ca_bundle}, which is not a file: point it at a PEM file.",
+            )
+        try:
+            lead = self._rest("sobjects/Lead/describe") or {}
+            task = self._rest("sobjects/Task/describe") or {}
+        except (FatalError, RetriableError, _RecordRejected) as error:
+            return CheckResult(False, str(error))
+        except Exception as error:  # a check reports, whatever went wrong
+            return CheckResult(
+                False, f"Salesforce check failed unexpectedly: {error.__class__.__name__}: {error}"
+            )
+        problems = []
+        problems += _external_id_problems(
+            lead, "Lead", self.external_id_field, "TRIAGE_SALESFORCE__EXTERNAL_ID_FIELD"
+        )
+        problems += _external_id_problems(
+            task,
+            "Task",
+            self._mapping.task.idempotency_field,
+            f"task.idempotency_field in {self._mapping.source_path}",
+        )
+        for sobject, described, targets in (
+            ("Lead", lead, self._mapping.lead_targets()),
+            ("Task", task, self._mapping.task_targets()),
+        ):
+            names = {item["name"] for item in described.get("fields", [])}
+            missing = sorted(targets - names - {self.external_id_field, self._mapping.task.idempotency_field})
+            if missing:
+                problems.append(
+                    f"{sobject} has no field(s) {', '.join(missing)} that {self._mapping.source_path} maps "
+                    f"to: create them in Salesforce (Setup → Object Manager → {sobject}) or remove them "
+                    "from the mapping."
+                )
+        if problems:
+            return CheckResult(False, "\n".join(problems))
+        how = (
+            "username/password login"
+            if self._can_login()
+            else "session id (cannot log in again when it expires)"
+        )
+        return CheckResult(
+            True,
+            f"Salesforce OK at {self._client.sf_instance if self._client else '?'} ({how}); "
+            f"Lead.{self.external_id_field} and Task.{self._mapping.task.idempotency_field} are External ID "
+            "fields; all mapped fields exist.",
+        )
+
+    def upsert_leads(self, leads: Sequence[LeadWrite]) -> list[WriteResult]:
+        """Upsert leads by external id: Collections below `crm.bulk_threshold`, Bulk API 2.0 at or above."""
+        if not leads:
+            return []
+        field = self.external_id_field
+        records = [
+            self._mapping.lead_record(lead.fields, external_id_field=field, external_id=lead.external_id)
+            for lead in leads
+        ]
+        if len(records) >= self._crm.bulk_threshold:
+            outcomes = self._bulk_upsert("Lead", field, records)
+        else:
+            outcomes = self._collection_upsert("Lead", field, records)
+        return [_result(lead.idempotency_key, outcome) for lead, outcome in zip(leads, outcomes, strict=True)]
+
+    def create_tasks(self, tasks: Sequence[TaskWrite]) -> list[WriteResult]:
+        """Upsert tasks by their idempotency key on the leads they belong to."""
+        if not tasks:
+            return []
+        lead_ids = self.lead_ids([task.lead_external_id for task in tasks])
+        key_field = self._mapping.task.idempotency_field
+        sendable = [task for task in tasks if task.lead_external_id in lead_ids]
+        records = [
+            self._mapping.task_record(
+                task.fields, idempotency_key=task.idempotency_key, who_id=lead_ids[task.lead_external_id]
+            )
+            for task in sendable
+        ]
+        sent = dict(
+            zip(
+                (task.idempotency_key for task in sendable),
+                self._collection_upsert("Task", key_field, records) if records else [],
+                strict=True,
+            )
+        )
+        missing = _Outcome(False, error="the lead is not in Salesforce (deleted or merged there?)")
+        return [_result(task.idempotency_key, sent.get(task.idempotency_key, missing)) for task in tasks]
+
+    def lead_ids(self, external_ids: Sequence[str]) -> dict[str, str]:
+        """Salesforce Lead Ids by external id, for the ones that exist."""
+        field = self.external_id_field
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(external_ids))
+        for start in range(0, len(unique), QUERY_CHUNK):
+            chunk = unique[start : start + QUERY_CHUNK]
+            quoted = ", ".join(f"'{_soql_escape(value)}'" for value in chunk)
+            soql = f"SELECT Id, {field} FROM Lead WHERE {field} IN ({quoted})"
+            try:
+                answer = self._rest("query", params={"q": soql})
+            except _RecordRejected as error:
+                raise FatalError(f"cannot look up leads by {field}: {error.message}") from error
+            for record in (answer or {}).get("records", []):
+                found[str(record[field])] = str(record["Id"])
+        return found
+
+    # -- sObject Collections ---------------------------------------------------------------------------
+    def _collection_upsert(self, sobject: str, field: str, records: list[dict[str, Any]]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk = records[start : start + COLLECTION_LIMIT]
+            body = {
+                "allOrNone": False,
+                "records": [{"attributes": {"type": sobject}, **record} for record in chunk],
+            }
+            path = f"composite/sobjects/{sobject}/{field}"
+            try:
+                answer = self._rest(path, method="PATCH", json=body)
+            except _RecordRejected:
+                outcomes += self._one_by_one(sobject, field, chunk)
+                continue
+            except RetriableError as error:
+                if not outcomes:
+                    raise  # nothing went through: the CRM is down, the whole batch waits
+                outcomes += [_Outcome(False, error=str(error), retriable=True)] * (
+                    len(records) - len(outcomes)
+                )
+                break
+            items = answer if isinstance(answer, list) else []
+            if len(items) != len(chunk):
+                raise RetriableError(f"Salesforce answered {len(items)} results for {len(chunk)} records")
+            outcomes += [_collection_outcome(item, field) for item in items]
+        return outcomes
+
+    def _one_by_one(self, sobject: str, field: str, records: list[dict[str, Any]]) -> list[_Outcome]:
+        """Re-send records singly after a request-level 400, so each gets its own verdict."""
+        outcomes: list[_Outcome] = []
+        for record in records:
+            value = quote(str(record[field]), safe="")
+            body = {name: item for name, item in record.items() if name != field}
+            path = f"sobjects/{sobject}/{field}/{value}"
+            try:
+                answer = self._rest(path, method="PATCH", json=body)
+            except _RecordRejected as rejected:
+                outcomes.append(_Outcome(False, error=rejected.message))
+                continue
+            except RetriableError as error:
+                outcomes += [_Outcome(False, error=str(error), retriable=True)] * (
+                    len(records) - len(outcomes)
+                )
+                break
+            outcomes.append(_Outcome(True, crm_id=str((answer or {}).get("id") or "") or None))
+        return outcomes
+
+    # -- Bulk API 2.0 ----------------------------------------------------------------------------------
+    def _bulk_upsert(self, sobject: str, field: str, records: list[dict[str, Any]]) -> list[_Outcome]:
+        rows = [{name: _csv_value(value) for name, value in record.items()} for record in records]
+
+        def run(sf: Salesforce) -> dict[str, _Outcome]:
+            bulk = cast(SFBulk2Handler, sf.bulk2)
+            handle = getattr(bulk, sobject)
+            # simple-salesforce waits up to 24 h for a job; a stuck job must not hold the drain that long.
+            # A job that times out is retried later, which the upsert by external id makes harmless.
+            handle._client.DEFAULT_WAIT_TIMEOUT_SECONDS = self._bulk_timeout_seconds
+            jobs = handle.upsert(records=rows, external_id_field=field, wait=self._bulk_poll_seconds)
+            by_key: dict[str, _Outcome] = {}
+            for job in jobs:
+                # Records in neither list were not processed: they stay retriable (see below).
+                for row in csv.DictReader(io.StringIO(handle.get_successful_records(job["job_id"]))):
+                    by_key[row[field]] = _Outcome(True, crm_id=row.get("sf__Id") or None)
+                for row in csv.DictReader(io.StringIO(handle.get_failed_records(job["job_id"]))):
+                    by_key[row[field]] = _bulk_failure(str(row.get("sf__Error", "")), field)
+            return by_key
+
+        try:
+            by_key = self._call(run)
+        except _RecordRejected as rejected:
+            log.warning(
+                "Bulk job rejected as a whole (%s); sending through sObject Collections", rejected.message
+            )
+            return self._collection_upsert(sobject, field, records)
+        unprocessed = _Outcome(False, error="not processed by the Bulk API job", retriable=True)
+        return [by_key.get(str(record[field]), unprocessed) for record in records]
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _result(key: str, outcome: _Outcome) -> WriteResult:
+    return WriteResult(
+        key, outcome.ok, crm_id=outcome.crm_id, error=outcome.error, retriable=outcome.retriable
+    )
+
+
+def _record_message(facts: ErrorFacts) -> str:
+    text = f"{facts.code}: {facts.message}" if facts.code else facts.message
+    return f"{text} (fields: {', '.join(facts.fields)})" if facts.fields else text
+
+
+def _collection_outcome(item: dict[str, Any], field: str) -> _Outcome:
+    if item.get("success"):
+        return _Outcome(True, crm_id=item.get("id"))
+    errors = item.get("errors") or [{}]
+    messages = []
+    retriable = True
+    for error in errors:
+        code = str(error.get("statusCode") or error.get("errorCode") or "UNKNOWN")
+        text = f"{code}: {error.get('message', '')}"
+        fields = error.get("fields") or []
+        messages.append(f"{text} (fields: {', '.join(fields)})" if fields else text)
+        retriable = retriable and _record_retriable(code, str(error.get("message", "")), field)
+    return _Outcome(False, error="; ".join(messages), retriable=retriable)
+
+
+def _bulk_failure(sf_error: str, field: str) -> _Outcome:
+    # Bulk API 2.0 writes "STATUS_CODE:message:fields --" in sf__Error.
+    code = sf_error.split(":", 1)[0].strip()
+    return _Outcome(False, error=sf_error.rstrip(" -"), retriable=_record_retriable(code, sf_error, field))
+
+
+def _record_retriable(code: str, message: str, field: str) -> bool:
+    # Two senders creating the same external id race; the loser's retry updates the winner's lead.
+    return code in RETRIABLE_RECORD_CODES or (code == "DUPLICATE_VALUE" and field in message)
+
+
+def _csv_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _soql_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _external_id_problems(described: Any, sobject: str, name: str, setting: str) -> list[str]:
+    fields = {item["name"]: item for item in (described or {}).get("fields", [])}
+    item = fields.get(name)
+    if item is None:
+        return [
+            f"{sobject} has no field {name} (named by {setting}): create a Text field {name} on {sobject}"
+            f"{' (Activity)' if sobject == 'Task' else ''} with 'External ID' and 'Unique' ticked "
+            f"(Setup → Object Manager → {sobject} → Fields & Relationships → New), or name an existing one."
+        ]
+    if not item.get("externalId"):
+        return [
+            f"{sobject}.{name} exists but is not an External ID field: edit it in Setup and tick "
+            "'External ID'."
+        ]
+    return []

@@ -1,0 +1,161 @@
+"""Drain the CRM outbox into a backend: in batches, with retries and backoff, exactly once per key.
+
+Each batch is claimed, sent and marked inside one transaction, so on PostgreSQL the row locks keep a
+second worker off the same rows, and a crash before commit leaves the rows pending for the next pass
+(the backend's upsert-by-external-id makes that re-send harmless). Outcomes are kept on plain
+`ClaimedWrite` rows and written back in one UPDATE per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.crm.base import CrmBackend, LeadWrite, TaskWrite, WriteResult
+from models.errors import FatalError, RetriableError
+from store import outbox
+from store.common import utcnow
+from store.db import transaction
+from store.outbox import ClaimedWrite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrainSummary:
+    """What one drain pass did."""
+
+    sent: int = 0
+    sent_by_operation: Counter[str] = field(default_factory=Counter)
+    retried: int = 0
+    failed: int = 0
+    batches: int = 0
+    stopped_by: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def drain_outbox(
+    factory: sessionmaker[Session],
+    backend: CrmBackend,
+    *,
+    batch_size: int = 200,
+    max_attempts: int = 8,
+    backoff_seconds: float = 30.0,
+    max_batches: int | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> DrainSummary:
+    """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable."""
+    summary = DrainSummary()
+    while max_batches is None or summary.batches < max_batches:
+        with transaction(factory) as session:
+            now = clock()
+            rows = outbox.claim_due(session, limit=batch_size, now=now)
+            if not rows:
+                break
+            summary.batches += 1
+            attempted: set[int] = set()
+            unavailable = False
+            try:
+                _send_batch(session, backend, rows, now, summary, max_attempts, backoff_seconds, attempted)
+            except RetriableError as error:
+                # The CRM is down or throttling: the batch's unsettled writes wait for their backoff.
+                for row in rows:
+                    if row.id not in attempted:
+                        outbox.mark_retry(
+                            row,
+                            error=str(error),
+                            now=now,
+                            backoff_seconds=backoff_seconds,
+                            max_attempts=max_attempts,
+                        )
+                        summary.retried += 1
+                summary.stopped_by = str(error)
+                summary.errors.append(str(error))
+                log.warning(
+                    "CRM unavailable, %d writes wait for retry: %s", len(rows) - len(attempted), error
+                )
+                unavailable = True
+            outbox.save_outcomes(session, rows)
+        if unavailable:
+            break
+    return summary
+
+
+def _send_batch(
+    session: Session,
+    backend: CrmBackend,
+    rows: list[ClaimedWrite],
+    now: datetime,
+    summary: DrainSummary,
+    max_attempts: int,
+    backoff_seconds: float,
+    attempted: set[int],
+) -> None:
+    """Send the batch's leads, then the tasks whose lead is in the CRM; settled rows go in `attempted`."""
+    leads = [row for row in rows if row.operation == "upsert_lead"]
+    tasks = [row for row in rows if row.operation == "create_task"]
+    if leads:
+        results = backend.upsert_leads(
+            [LeadWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in leads]
+        )
+        _apply(leads, results, now, summary, max_attempts, backoff_seconds, attempted)
+    if tasks:
+        # Outcomes are written only at the end of the batch: on SQLite an earlier UPDATE would hold the
+        # write lock while the local backend writes its tasks through another connection (a 30 s lock
+        # wait). This batch's sent leads are known in memory; earlier ones come from the table.
+        sent_now = {row.enquiry_id for row in leads if row.status == "sent"}
+        ready = sent_now | outbox.sent_lead_ids(session, [row.enquiry_id for row in tasks])
+        for row in tasks:
+            if row.enquiry_id not in ready:
+                # The lead is not in the CRM yet: wait without spending an attempt.
+                outbox.mark_retry(
+                    row,
+                    error="waiting for the lead",
+                    now=now,
+                    backoff_seconds=backoff_seconds,
+                    max_attempts=max_attempts,
+                    count=False,
+                )
+                attempted.add(row.id)
+        sendable = [row for row in tasks if row.enquiry_id in ready]
+        if sendable:
+            results = backend.create_tasks(
+                [TaskWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in sendable]
+            )
+            _apply(sendable, results, now, summary, max_attempts, backoff_seconds, attempted)
+
+
+def _apply(
+    rows: list[ClaimedWrite],
+    results: list[WriteResult],
+    now: datetime,
+    summary: DrainSummary,
+    max_attempts: int,
+    backoff_seconds: float,
+    attempted: set[int],
+) -> None:
+    if len(results) != len(rows):
+        raise FatalError(f"CRM backend returned {len(results)} results for {len(rows)} writes")
+    for row, result in zip(rows, results, strict=True):
+        attempted.add(row.id)
+        if result.ok:
+            outbox.mark_sent(row, crm_id=result.crm_id, now=now)
+            summary.sent += 1
+            summary.sent_by_operation[row.operation] += 1
+        elif result.retriable:
+            outbox.mark_retry(
+                row,
+                error=result.error or "retriable",
+                now=now,
+                backoff_seconds=backoff_seconds,
+                max_attempts=max_attempts,
+            )
+            summary.retried += 1
+        else:
+            outbox.mark_failed(row, error=result.error or "rejected by the CRM")
+            summary.failed += 1
