@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError, TriageError
+from models.errors import ConfigError, FatalError, TriageError
 from models.records import Channel, RawStatus
 from pipeline.crm_sync import drain_outbox
 from pipeline.intake import IngestSummary, ingest_source
@@ -66,11 +66,17 @@ def process(runtime: Runtime, *, on_batch: Progress | None = None) -> ProcessSum
 
 
 def sync_crm(runtime: Runtime) -> dict[str, Any]:
+    """Drain the CRM outbox once. A CRM that needs a person (bad credentials) is reported, not raised:
+    the enquiries are stored and their writes wait in the outbox until `triage crm check` passes."""
     crm = runtime.settings.crm
-    summary = drain_outbox(
-        runtime.factory, runtime.crm_backend(), batch_size=crm.batch_size, max_attempts=crm.max_attempts,
-        backoff_seconds=crm.backoff_seconds,
-    )
+    try:
+        summary = drain_outbox(
+            runtime.factory, runtime.crm_backend(), batch_size=crm.batch_size, max_attempts=crm.max_attempts,
+            backoff_seconds=crm.backoff_seconds,
+        )
+    except FatalError as error:
+        log.error("CRM writes wait in the outbox: %s (run `triage crm check`)", error)
+        return {"leads_sent": 0, "tasks_sent": 0, "retried": 0, "failed": 0, "stopped_by": str(error)}
     return {
         "leads_sent": summary.sent_by_operation["upsert_lead"],
         "tasks_sent": summary.sent_by_operation["create_task"],
@@ -105,6 +111,7 @@ def run_summary(
         "crm_tasks_written": crm["tasks_sent"],
         "crm_retrying": crm["retried"],
         "crm_failed": crm["failed"],
+        "crm_stopped_by": crm["stopped_by"],
         "sla_timers": processed.timers_started,
         "audit_rows": processed.audit_rows,
         "model_version": model_version,

@@ -30,7 +30,7 @@ def insert_ignore(
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    key_columns = [table.__table__.c[name] for name in conflict]  # type: ignore[attr-defined]
+    key_columns = [table.__table__.c[name] for name in conflict]
     statement = insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(*key_columns)
     # RETURNING with executemany ("insertmanyvalues") reports exactly the rows that went in.
     return len(session.execute(statement, list(rows)).all())
