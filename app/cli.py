@@ -176,6 +176,7 @@ def serve(
     from config.settings import Settings
 
     settings = Settings()
+    _runtime().engine  # noqa: B018 - the web app never changes the schema: migrate before serving
     uvicorn.run(
         "app.web:create_app", factory=True, host=host or settings.web.host, port=port or settings.web.port,
         proxy_headers=True,

@@ -1,0 +1,236 @@
+"""`triage review ...` and `triage users ...`: the review queue and accounts, for scripts and terminals.
+
+Every review command names the acting person with `--user`; the action is audited under that name, as
+it would be from the web pages. `--json` prints machine-readable output. Exit codes: 0 done, 1 refused
+(claimed by someone else, unknown item or user), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from config.settings import Settings
+from review import auth, service
+from store import review_repo
+from store.common import utcnow
+from store.db import make_engine, make_session_factory
+
+review_app = typer.Typer(help="Work the review queue from scripts.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts for the review pages.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting (an existing user).")]
+
+
+@contextmanager
+def _session() -> Iterator[Session]:
+    settings = Settings()
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:
+    if as_json:
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        Console(stderr=True).print(f"[red]{message}[/red]")
+    raise typer.Exit(code)
+
+
+def _acting_user(session: Session, name: str, *, as_json: bool) -> auth.CurrentUser:
+    user = review_repo.get_user(session, name)
+    if user is None or not user.active:
+        _fail(f"no active user named {name!r}: add one with `triage users add`", as_json=as_json)
+    return auth.CurrentUser(name=user.name, role=user.role)
+
+
+def _done(payload: dict[str, Any], text: str, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": True, **payload}))
+    else:
+        print(text)
+
+
+@review_app.command("list")
+def list_items(
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    intent: Annotated[str | None, typer.Option(help="Only this intent.")] = None,
+    lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
+    mine: Annotated[str | None, typer.Option("--mine", help="Only items claimed by this user.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Open and claimed items, soonest due first."""
+    for name, value, allowed in (
+        ("queue", queue, service.QUEUES),
+        ("intent", intent, service.INTENTS),
+        ("lane", lane, service.LANES),
+    ):
+        if value is not None and value not in allowed:
+            _fail(f"{name} must be one of {', '.join(allowed)}", as_json=as_json, code=2)
+    with _session() as session:
+        page = service.list_queue(
+            session,
+            queue=queue,
+            intent=intent,
+            lane=lane,
+            claimed_by=mine,
+            now=utcnow(),
+            limit=limit,
+            offset=offset,
+        )
+    if as_json:
+        print(json.dumps({"total": page.total, "items": [entry.as_dict() for entry in page.entries]}))
+        return
+    table = Table(title=f"{page.total} open")
+    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by"):
+        table.add_column(column)
+    for entry in page.entries:
+        left = service.format_time_left(entry.seconds_left)
+        table.add_row(
+            str(entry.item_id),
+            f"[red]{left}[/red]" if entry.breached else left,
+            entry.priority,
+            entry.subject[:60],
+            entry.intent,
+            entry.queue,
+            entry.lane,
+            entry.claimed_by or "",
+        )
+    Console(markup=True, highlight=False).print(table)
+
+
+@review_app.command("claim")
+def claim_item(item_id: int, user: UserOption, as_json: JsonOption = False) -> None:
+    """Claim an item; exits 1 if someone else holds it."""
+    with _session() as session:
+        actor = _acting_user(session, user, as_json=as_json)
+        try:
+            claimed = service.claim(session, item_id, user=actor.name)
+        except service.ReviewError as error:
+            _fail(str(error), as_json=as_json)
+        session.commit()
+        item = review_repo.get_item(session, item_id)
+        holder = item.claimed_by if item is not None else None
+    if not claimed:
+        _fail(f"item {item_id} is held by {holder or 'nobody'} (or done)", as_json=as_json)
+    _done({"item_id": item_id, "claimed_by": actor.name}, f"claimed item {item_id}", as_json=as_json)
+
+
+@review_app.command("correct")
+def correct_item(
+    item_id: int,
+    user: UserOption,
+    intent: Annotated[str, typer.Option(help=f"One of: {', '.join(service.INTENTS)}.")],
+    priority: Annotated[str, typer.Option(help=f"One of: {', '.join(service.PRIORITIES)}.")],
+    queue: Annotated[str, typer.Option(help=f"One of: {', '.join(service.QUEUES)}.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Correct the intent, priority and queue: a labelled example for the next training run."""
+    with _session() as session:
+        actor = _acting_user(session, user, as_json=as_json)
+        try:
+            service.correct(
+                session,
+                item_id,
+                user=actor.name,
+                intent=intent,
+                priority=priority,
+                queue=queue,
+                override=actor.is_ops,
+            )
+        except service.ReviewError as error:
+            _fail(str(error), as_json=as_json)
+        session.commit()
+    _done(
+        {"item_id": item_id, "intent": intent, "priority": priority, "queue": queue},
+        f"corrected item {item_id}: {intent}, {priority}, {queue}",
+        as_json=as_json,
+    )
+
+
+@review_app.command("reply")
+def reply_item(
+    item_id: int,
+    user: UserOption,
+    text: Annotated[str | None, typer.Option(help="The reply's text, kept in the thread.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mark an item replied: stops the first-response clock and closes the item."""
+    with _session() as session:
+        actor = _acting_user(session, user, as_json=as_json)
+        try:
+            service.mark_replied(session, item_id, user=actor.name, text=text, override=actor.is_ops)
+        except service.ReviewError as error:
+            _fail(str(error), as_json=as_json)
+        session.commit()
+    _done({"item_id": item_id, "replied_by": actor.name}, f"item {item_id} marked replied", as_json=as_json)
+
+
+@users_app.command("add")
+def add_user(
+    name: str,
+    role: Annotated[str, typer.Option(help="sdr, ops_lead or admin.")],
+    password: Annotated[
+        str | None, typer.Option(help="Prompted for (hidden, twice) when omitted; avoid it in shell history.")
+    ] = None,
+) -> None:
+    """Create an account for the review pages."""
+    if role not in auth.ROLES:
+        _fail(f"role must be one of {', '.join(auth.ROLES)}", as_json=False, code=2)
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _session() as session:
+        try:
+            auth.create_user(session, name, role=role, password=password)
+        except auth.AccountError as error:
+            _fail(str(error), as_json=False, code=1)
+        session.commit()
+    print(f"user {name} added ({role})")
+
+
+@users_app.command("deactivate")
+def deactivate_user(name: str) -> None:
+    """Stop an account from logging in; its open sessions end on their next request."""
+    with _session() as session:
+        user = review_repo.get_user(session, name)
+        if user is None:
+            _fail(f"no user named {name!r}", as_json=False)
+        user.active = False
+        session.commit()
+    print(f"user {name} deactivated")
+
+
+@users_app.command("list")
+def list_users(as_json: JsonOption = False) -> None:
+    """Accounts and their roles."""
+    with _session() as session:
+        users = [
+            {
+                "name": user.name,
+                "role": user.role,
+                "active": user.active,
+                "created_at": user.created_at.isoformat(),
+            }
+            for user in review_repo.list_users(session)
+        ]
+    if as_json:
+        print(json.dumps(users))
+        return
+    for user in users:
+        print(f"{user['name']}\t{user['role']}\t{'active' if user['active'] else 'inactive'}")

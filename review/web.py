@@ -1,0 +1,566 @@
+"""The review pages: the SDR queue, the enquiry page and its actions, and the ops lead's pages.
+
+Server-rendered with Jinja2 (autoescape on: enquiry text is untrusted and always shown as text). Every
+form posts with a CSRF token (checked by a router-wide dependency) and answers with a redirect, so
+reloading a page never repeats an action. `install(app, settings)` wires sessions, static files and the
+login redirect into an application; `app.web.create_app` calls it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.templating import Jinja2Templates
+
+from config.settings import Settings
+from review import auth, service
+from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
+from store import flags, review_repo
+from store.common import utcnow
+from store.tables import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PAGE_SIZE = 50
+
+_environment = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_environment.filters["time_left"] = service.format_time_left
+_environment.filters["utc"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+templates = Jinja2Templates(env=_environment)
+
+router = APIRouter(dependencies=[Depends(check_csrf)])
+
+
+# --- page plumbing ----------------------------------------------------------------------------------
+
+
+def _now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = getattr(request.app.state, "clock", utcnow)
+    return clock()
+
+
+def flash(request: Request, text: str, level: str = "info") -> None:
+    """A one-time message shown on the next page."""
+    messages = list(request.session.get("flash", []))
+    messages.append([level, text])
+    request.session["flash"] = messages[-5:]
+
+
+def render(
+    request: Request,
+    session: Session,
+    name: str,
+    context: dict[str, Any],
+    *,
+    user: CurrentUser | None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render a page with what every page needs: user, CSRF token, kill-switch banner, flash messages."""
+    paused, reason = flags.automation_paused(session)
+    base = {
+        "user": user,
+        "csrf_token": auth.csrf_token(request),
+        "automation_paused": paused,
+        "automation_reason": reason,
+        "messages": request.session.pop("flash", []),
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+def _back_to_item(item_id: int) -> RedirectResponse:
+    return RedirectResponse(f"/review/items/{item_id}", status_code=303)
+
+
+def _run_action(
+    request: Request, session: Session, item_id: int, action: Callable[[], None], done: str
+) -> Response:
+    """Run one service action in a transaction; tell the person what happened either way."""
+    try:
+        action()
+        session.commit()
+        flash(request, done, "ok")
+    except service.ItemNotFoundError as error:
+        session.rollback()
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    except service.ReviewError as error:
+        session.rollback()
+        flash(request, str(error), "error")
+    return _back_to_item(item_id)
+
+
+# --- login ------------------------------------------------------------------------------------------
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/review", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, session: Session = Depends(db_session)) -> HTMLResponse:  # noqa: B008
+    return render(request, session, "login.html", {"error": None}, user=None)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    username: str = Form(..., max_length=100),
+    password: str = Form(..., max_length=1000),
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    user = auth.authenticate(session, username, password)
+    if user is None:
+        session.rollback()
+        return render(
+            request, session, "login.html", {"error": "Wrong name or password."}, user=None, status_code=401
+        )
+    session.commit()  # a rehashed password, if argon2's parameters changed
+    auth.start_session(request, user)
+    logger.info("login: %s", user.name)
+    return RedirectResponse("/review", status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    auth.end_session(request)
+    return RedirectResponse("/login", status_code=303)
+
+
+# --- the SDR queue ----------------------------------------------------------------------------------
+
+
+def _choice(value: str | None, allowed: tuple[str, ...]) -> str | None:
+    return value if value in allowed else None
+
+
+@router.get("/review", response_class=HTMLResponse)
+def queue_page(
+    request: Request,
+    queue: str | None = Query(None),
+    intent: str | None = Query(None),
+    lane: str | None = Query(None),
+    mine: bool = Query(False),
+    page: int = Query(1, ge=1, le=100_000),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    filters = {
+        "queue": _choice(queue, service.QUEUES),
+        "intent": _choice(intent, service.INTENTS),
+        "lane": _choice(lane, service.LANES),
+    }
+    result = service.list_queue(
+        session,
+        **filters,
+        claimed_by=user.name if mine else None,
+        now=_now(request),
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    query = {key: value for key, value in filters.items() if value}
+    if mine:
+        query["mine"] = "1"
+    pages = max(1, -(-result.total // PAGE_SIZE))
+    context = {
+        "page_obj": result,
+        "filters": filters,
+        "mine": mine,
+        "page": page,
+        "pages": pages,
+        "prev_url": f"/review?{urlencode({**query, 'page': page - 1})}" if page > 1 else None,
+        "next_url": f"/review?{urlencode({**query, 'page': page + 1})}" if page < pages else None,
+        "queues": service.QUEUES,
+        "intents": service.INTENTS,
+        "lanes": service.LANES,
+    }
+    return render(request, session, "queue.html", context, user=user)
+
+
+@router.get("/review/items/{item_id}", response_class=HTMLResponse)
+def item_page(
+    request: Request,
+    item_id: int,
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    try:
+        view = service.item_view(session, item_id, now=_now(request))
+    except service.ItemNotFoundError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    can_act = view.item.status == "open" or view.item.claimed_by == user.name or user.is_ops
+    context = {
+        "view": view,
+        "can_act": can_act,
+        "users": [person.name for person in review_repo.list_users(session) if person.active],
+        "queues": service.QUEUES,
+        "intents": service.INTENTS,
+        "priorities": service.PRIORITIES,
+    }
+    return render(request, session, "item.html", context, user=user)
+
+
+@router.post("/review/items/{item_id}/claim")
+def claim_item(
+    request: Request,
+    item_id: int,
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    try:
+        claimed = service.claim(session, item_id, user=user.name, now=_now(request))
+    except service.ItemNotFoundError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    session.commit()
+    if claimed:
+        flash(request, "You claimed this enquiry.", "ok")
+    else:
+        holder = review_repo.get_item(session, item_id)
+        who = holder.claimed_by if holder is not None and holder.claimed_by else "someone else"
+        state = (
+            "is done" if holder is not None and holder.status == "done" else f"is already claimed by {who}"
+        )
+        flash(request, f"Not claimed: this enquiry {state}.", "error")
+    return _back_to_item(item_id)
+
+
+@router.post("/review/items/{item_id}/accept")
+def accept_item(
+    request: Request,
+    item_id: int,
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    def action() -> None:
+        service.accept(session, item_id, user=user.name, now=_now(request), override=user.is_ops)
+
+    return _run_action(request, session, item_id, action, "Proposal accepted; the item is done.")
+
+
+@router.post("/review/items/{item_id}/correct")
+def correct_item(
+    request: Request,
+    item_id: int,
+    intent: str = Form(...),
+    priority: str = Form(...),
+    queue: str = Form(...),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    def action() -> None:
+        service.correct(
+            session,
+            item_id,
+            user=user.name,
+            intent=intent,
+            priority=priority,
+            queue=queue,
+            now=_now(request),
+            override=user.is_ops,
+        )
+
+    return _run_action(request, session, item_id, action, "Correction saved; it will teach the next model.")
+
+
+@router.post("/review/items/{item_id}/reassign")
+def reassign_item(
+    request: Request,
+    item_id: int,
+    to_user: str = Form(""),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    target = to_user.strip() or None
+
+    def action() -> None:
+        service.reassign(
+            session, item_id, user=user.name, to_user=target, now=_now(request), override=user.is_ops
+        )
+
+    done = f"Reassigned to {target}." if target else "Released to the queue."
+    return _run_action(request, session, item_id, action, done)
+
+
+@router.post("/review/items/{item_id}/reply")
+def reply_item(
+    request: Request,
+    item_id: int,
+    text: str = Form("", max_length=service.MAX_TEXT_CHARS),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    def action() -> None:
+        service.mark_replied(
+            session, item_id, user=user.name, text=text, now=_now(request), override=user.is_ops
+        )
+
+    return _run_action(
+        request, session, item_id, action, "Marked as replied; the first-response clock stopped."
+    )
+
+
+@router.post("/review/items/{item_id}/note")
+def note_item(
+    request: Request,
+    item_id: int,
+    text: str = Form("", max_length=service.MAX_TEXT_CHARS),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    def action() -> None:
+        service.add_note(session, item_id, user=user.name, text=text, now=_now(request))
+
+    return _run_action(request, session, item_id, action, "Note added.")
+
+
+# --- the ops lead -----------------------------------------------------------------------------------
+
+
+def _optional(module: str) -> Any:
+    """A module another part of the product provides, or None while it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+@router.get("/ops", include_in_schema=False)
+def ops_home(user: CurrentUser = Depends(require_ops)) -> RedirectResponse:  # noqa: B008
+    return RedirectResponse("/ops/sla", status_code=303)
+
+
+@router.get("/ops/sla", response_class=HTMLResponse)
+def ops_sla(
+    request: Request,
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    now = _now(request)
+    context = {
+        "counts": review_repo.sla_counts(session, now=now),
+        "breaches": review_repo.breached_timers(session, now=now),
+        "now": now,
+        "report_available": importlib.util.find_spec("sla.report") is not None,
+        "report_days": REPORT_DAYS,
+    }
+    return render(request, session, "ops_sla.html", context, user=user)
+
+
+REPORT_DAYS = (1, 7, 30)
+# The breach report is one self-contained page with inline styles and SVG; it runs no script.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+
+
+def _sla_policies(request: Request) -> Any:
+    """The SLA policies (TRIAGE_POLICY_DIR/sla.yaml, else the defaults), loaded once per app."""
+    policies = getattr(request.app.state, "sla_policies", None)
+    if policies is None:
+        from sla.policies import load_policies
+
+        settings: Settings = request.app.state.settings
+        zone = getattr(getattr(settings, "sla", None), "timezone", None)
+        candidate = Path(settings.policy_dir) / "sla.yaml"
+        policies = load_policies(candidate if candidate.exists() else None, timezone=zone)
+        request.app.state.sla_policies = policies
+    return policies
+
+
+def _with_banner(html: str, paused: bool, reason: str | None) -> str:
+    """Put the kill-switch banner at the top of a page rendered elsewhere (the breach report)."""
+    if not paused:
+        return html
+    banner = templates.get_template("_killswitch.html").render(automation_reason=reason, inline_style=True)
+    start = html.find("<body")
+    end = html.find(">", start) + 1 if start >= 0 else 0
+    return html[:end] + banner + html[end:]
+
+
+@router.get("/ops/sla/report", response_class=HTMLResponse)
+def ops_sla_report(
+    request: Request,
+    days: int = Query(7, ge=1, le=366),
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    """The ops lead's breach report from `sla.report`, for the last `days` days."""
+    if importlib.util.find_spec("sla.report") is None:
+        raise HTTPException(status_code=404, detail="The breach report is not installed.")
+    from sla.report import build_report, render_html
+
+    now = _now(request)
+    data = build_report(session, _sla_policies(request), since=now - timedelta(days=days), until=now, now=now)
+    paused, reason = flags.automation_paused(session)
+    html = _with_banner(render_html(data), paused, reason)
+    return HTMLResponse(html, headers={"content-security-policy": REPORT_CSP})
+
+
+def _model_rows(session: Session) -> list[dict[str, Any]]:
+    """Registered versions, newest first. Read through the store: `models.registry` imports scikit-learn,
+    which costs seconds, and listing needs none of it."""
+    fields = ("version", "status", "created_at", "approved_by", "promoted_at")
+    repo = _optional("store.model_registry")
+    if repo is not None:
+        versions = repo.list_versions(session)
+    else:
+        versions = list(session.scalars(sa.select(ModelVersion).order_by(ModelVersion.created_at.desc())))
+    return [{field: getattr(version, field, None) for field in fields} for version in versions]
+
+
+def _comparison(session: Session, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    comparison = _optional("models.comparison")
+    active = next((row["version"] for row in rows if row["status"] == "active"), None)
+    shadow = next((row["version"] for row in rows if row["status"] == "shadow"), None)
+    if comparison is None or not active or not shadow:
+        return None
+    result: dict[str, Any] = comparison.compare(session, active=active, shadow=shadow)
+    return result
+
+
+def _registry_installed() -> bool:
+    return importlib.util.find_spec("models.registry") is not None
+
+
+@router.get("/ops/models", response_class=HTMLResponse)
+def ops_models(
+    request: Request,
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    rows = _model_rows(session)
+    context = {
+        "versions": rows,
+        "comparison": _comparison(session, rows),
+        "can_promote": _registry_installed(),
+    }
+    return render(request, session, "ops_models.html", context, user=user)
+
+
+@router.post("/ops/models/promote")
+def ops_promote(
+    request: Request,
+    version: str = Form(..., max_length=64),
+    confirm: str = Form(""),
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    registry = _optional("models.registry")
+    if registry is None or not hasattr(registry, "promote"):
+        raise HTTPException(status_code=404, detail="The model registry is not installed.")
+    if confirm != "yes":
+        flash(request, "Tick the box to confirm you reviewed the shadow comparison.", "error")
+        return RedirectResponse("/ops/models", status_code=303)
+    try:
+        registry.promote(session, version, approved_by=user.name)
+        session.commit()
+    except Exception as error:  # the registry's own errors say what is wrong; show them, keep the page
+        session.rollback()
+        logger.warning("promotion of %s refused: %s", version, error)
+        flash(request, f"Not promoted: {error}", "error")
+    else:
+        logger.info("model %s promoted by %s", version, user.name)
+        flash(request, f"Model {version} promoted; signed off by {user.name}.", "ok")
+    return RedirectResponse("/ops/models", status_code=303)
+
+
+@router.get("/ops/automation", response_class=HTMLResponse)
+def ops_automation(
+    request: Request,
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> HTMLResponse:
+    return render(request, session, "ops_automation.html", {}, user=user)
+
+
+@router.post("/ops/automation")
+def ops_set_automation(
+    request: Request,
+    action: str = Form(...),
+    reason: str = Form("", max_length=500),
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    reason = reason.strip()
+    if action not in ("pause", "resume"):
+        raise HTTPException(status_code=400, detail="action must be pause or resume")
+    if action == "pause" and not reason:
+        flash(request, "Say why automation is paused: everyone sees the reason.", "error")
+        return RedirectResponse("/ops/automation", status_code=303)
+    flags.set_automation_paused(session, action == "pause", reason=reason or "resumed", by=user.name)
+    session.commit()
+    logger.warning("automation %s by %s: %s", "paused" if action == "pause" else "resumed", user.name, reason)
+    flash(
+        request,
+        "Automation paused: everything goes to people." if action == "pause" else "Automation resumed.",
+        "ok",
+    )
+    return RedirectResponse("/ops/automation", status_code=303)
+
+
+# --- wiring -----------------------------------------------------------------------------------------
+
+
+def _kill_switch(factory: Callable[[], Session]) -> tuple[bool, str | None]:
+    with factory() as session:
+        return flags.automation_paused(session)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add the review pages to `app`: session cookies, static files, routes and error pages."""
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=auth.load_secret_key(settings),
+        session_cookie="triage_session",
+        max_age=auth.SESSION_MAX_AGE_SECONDS,
+        same_site="lax",
+        https_only=settings.web.secure_cookies,
+    )
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+
+    @app.exception_handler(auth.LoginRequiredError)
+    async def _to_login(request: Request, _error: auth.LoginRequiredError) -> Response:
+        if request.method == "GET":
+            return RedirectResponse("/login", status_code=303)
+        return HTMLResponse("Log in first.", status_code=401)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _error_page(request: Request, error: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(("/hooks", "/healthz", "/metrics", "/static")):
+            return await http_exception_handler(request, error)  # machines get FastAPI's JSON errors
+        paused, reason = False, None
+        try:
+            paused, reason = await run_in_threadpool(_kill_switch, request.app.state.session_factory)
+        except SQLAlchemyError:  # an error page must render even when the database is the problem
+            logger.exception("could not read the kill switch for an error page")
+        context = {
+            "status": error.status_code,
+            "detail": error.detail,
+            "user": None,
+            "automation_paused": paused,
+            "automation_reason": reason,
+            "messages": [],
+        }
+        return templates.TemplateResponse(request, "error.html", context, status_code=error.status_code)

@@ -1,0 +1,312 @@
+"""Database access for the review queue: listing, atomic claims, state changes, audit rows.
+
+Claims are one conditional UPDATE (`... WHERE status = 'open'`): on PostgreSQL a second worker updating the
+same row waits for the first to commit, then re-checks the condition and updates nothing; SQLite has a
+single writer. Either way exactly one claimant gets `rowcount == 1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from store.tables import (
+    Correction,
+    DecisionRow,
+    Enquiry,
+    EnquiryMessage,
+    ReviewItem,
+    SlaTimer,
+    User,
+)
+
+OPEN_STATUSES = ("open", "claimed")
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One line of the queue page: the item with the few enquiry fields an SDR scans."""
+
+    item_id: int
+    enquiry_id: str
+    status: str
+    lane: str
+    queue: str
+    claimed_by: str | None
+    due_at: datetime | None
+    created_at: datetime
+    subject: str
+    sender_email: str | None
+    sender_name: str | None
+    intent: str
+    priority: str
+    confidence: float
+
+
+def _filtered(
+    statement: sa.Select[Any],
+    *,
+    queue: str | None,
+    intent: str | None,
+    lane: str | None,
+    claimed_by: str | None,
+) -> sa.Select[Any]:
+    conditions: list[sa.ColumnElement[bool]] = [ReviewItem.status.in_(OPEN_STATUSES)]
+    if queue:
+        conditions.append(ReviewItem.queue == queue)
+    if intent:
+        # Only the intent lives on the enquiry; join just when it is asked for.
+        statement = statement.join(Enquiry, Enquiry.id == ReviewItem.enquiry_id)
+        conditions.append(Enquiry.intent == intent)
+    if lane:
+        conditions.append(ReviewItem.lane == lane)
+    if claimed_by:
+        conditions.append(ReviewItem.claimed_by == claimed_by)
+    return statement.where(*conditions)
+
+
+def queue_rows(
+    session: Session,
+    *,
+    queue: str | None = None,
+    intent: str | None = None,
+    lane: str | None = None,
+    claimed_by: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[QueueRow], int]:
+    """Open and claimed items, soonest due first (no due time last), and how many match in all.
+
+    Two steps keep the page fast with many open items: order and cut the narrow item rows first, then
+    fetch the enquiry fields for just that page.
+    """
+    filters = {"queue": queue, "intent": intent, "lane": lane, "claimed_by": claimed_by}
+    page_ids = list(
+        session.scalars(
+            _filtered(sa.select(ReviewItem.id), **filters)
+            .order_by(ReviewItem.due_at.is_(None), ReviewItem.due_at, ReviewItem.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    columns = (
+        ReviewItem.id,
+        ReviewItem.enquiry_id,
+        ReviewItem.status,
+        ReviewItem.lane,
+        ReviewItem.queue,
+        ReviewItem.claimed_by,
+        ReviewItem.due_at,
+        ReviewItem.created_at,
+        Enquiry.subject,
+        Enquiry.sender_email,
+        Enquiry.sender_name,
+        Enquiry.intent,
+        Enquiry.priority,
+        Enquiry.confidence,
+    )
+    by_id = {
+        row[0]: QueueRow(*tuple(row))
+        for row in session.execute(
+            sa.select(*columns)
+            .join(Enquiry, Enquiry.id == ReviewItem.enquiry_id)
+            .where(ReviewItem.id.in_(page_ids))
+        )
+    }
+    rows = [by_id[item_id] for item_id in page_ids if item_id in by_id]
+    total = session.scalar(_filtered(sa.select(sa.func.count()).select_from(ReviewItem), **filters)) or 0
+    return rows, total
+
+
+def get_item(session: Session, item_id: int) -> ReviewItem | None:
+    return session.get(ReviewItem, item_id)
+
+
+def get_enquiry(session: Session, enquiry_id: str) -> Enquiry | None:
+    return session.get(Enquiry, enquiry_id)
+
+
+def thread_messages(session: Session, enquiry_id: str) -> list[EnquiryMessage]:
+    """The later messages of an enquiry's conversation, oldest first."""
+    statement = (
+        sa.select(EnquiryMessage)
+        .where(EnquiryMessage.enquiry_id == enquiry_id)
+        .order_by(EnquiryMessage.sent_at, EnquiryMessage.id)
+    )
+    return list(session.scalars(statement))
+
+
+def decisions_for(session: Session, enquiry_id: str) -> list[DecisionRow]:
+    """The audit trail of one enquiry, oldest first."""
+    statement = sa.select(DecisionRow).where(DecisionRow.enquiry_id == enquiry_id).order_by(DecisionRow.id)
+    return list(session.scalars(statement))
+
+
+def first_correction(session: Session, enquiry_id: str) -> Correction | None:
+    """The enquiry's first correction: its `previous` holds what the model originally proposed."""
+    statement = (
+        sa.select(Correction)
+        .where(Correction.enquiry_id == enquiry_id)
+        .order_by(Correction.created_at, Correction.id)
+        .limit(1)
+    )
+    return session.scalar(statement)
+
+
+def claim_item(session: Session, item_id: int, *, user: str, now: datetime) -> bool:
+    """Claim an open item (or re-claim one the user already holds). True when this user now holds it."""
+    statement = (
+        sa.update(ReviewItem)
+        .where(
+            ReviewItem.id == item_id,
+            sa.or_(
+                ReviewItem.status == "open",
+                sa.and_(ReviewItem.status == "claimed", ReviewItem.claimed_by == user),
+            ),
+        )
+        .values(status="claimed", claimed_by=user, claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(statement)
+    claimed = getattr(result, "rowcount", 0) == 1
+    if claimed:
+        # The identity map may hold a stale copy of the row; the UPDATE bypassed it.
+        item = session.get(ReviewItem, item_id)
+        if item is not None:
+            session.refresh(item)
+    return claimed
+
+
+def set_item_state(
+    session: Session,
+    item: ReviewItem,
+    *,
+    status: str,
+    claimed_by: str | None,
+    claimed_at: datetime | None,
+    closed_at: datetime | None = None,
+) -> None:
+    item.status = status
+    item.claimed_by = claimed_by
+    item.claimed_at = claimed_at
+    item.closed_at = closed_at
+    session.flush()
+
+
+def add_decision(session: Session, row: dict[str, Any]) -> None:
+    """Append one audit row (the table is append-only: nothing here updates or deletes)."""
+    session.add(DecisionRow(**row))
+    session.flush()
+
+
+def add_correction(session: Session, row: dict[str, Any]) -> None:
+    session.add(Correction(**row))
+    session.flush()
+
+
+def add_message(session: Session, row: dict[str, Any]) -> None:
+    session.add(EnquiryMessage(**row))
+    session.flush()
+
+
+def last_policy_version(session: Session, enquiry_id: str) -> str | None:
+    """The policy version of the newest automatic decision on an enquiry, for the audit of human ones."""
+    statement = (
+        sa.select(DecisionRow.policy_version)
+        .where(DecisionRow.enquiry_id == enquiry_id, DecisionRow.actor == "system")
+        .order_by(DecisionRow.id.desc())
+        .limit(1)
+    )
+    return session.scalar(statement)
+
+
+# --- SLA overview for the ops lead -------------------------------------------------------------------
+
+
+def sla_counts(session: Session, *, now: datetime, soon_minutes: int = 60) -> dict[str, int]:
+    """Counts of first-response timers by state, plus running ones overdue or due within `soon_minutes`."""
+    by_status = {
+        status: count
+        for status, count in session.execute(
+            sa.select(SlaTimer.status, sa.func.count())
+            .where(SlaTimer.kind == "first_response")
+            .group_by(SlaTimer.status)
+        )
+    }
+    running = SlaTimer.status == "running"
+    first = SlaTimer.kind == "first_response"
+    overdue = session.scalar(sa.select(sa.func.count()).where(first, running, SlaTimer.due_at < now)) or 0
+    due_soon = (
+        session.scalar(
+            sa.select(sa.func.count()).where(
+                first,
+                running,
+                SlaTimer.due_at >= now,
+                SlaTimer.due_at < now + timedelta(minutes=soon_minutes),
+            )
+        )
+        or 0
+    )
+    counts = {status: int(by_status.get(status, 0)) for status in ("running", "paused", "met", "breached")}
+    counts["overdue_running"] = int(overdue)
+    counts["due_soon"] = int(due_soon)
+    return counts
+
+
+@dataclass(frozen=True)
+class BreachRow:
+    enquiry_id: str
+    subject: str
+    queue: str
+    policy: str
+    due_at: datetime
+    status: str
+    stopped_at: datetime | None
+
+
+def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> list[BreachRow]:
+    """First-response timers that are breached or running past due, most overdue first."""
+    statement = (
+        sa.select(
+            SlaTimer.enquiry_id,
+            Enquiry.subject,
+            Enquiry.queue,
+            SlaTimer.policy,
+            SlaTimer.due_at,
+            SlaTimer.status,
+            SlaTimer.stopped_at,
+        )
+        .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
+        .where(
+            SlaTimer.kind == "first_response",
+            sa.or_(
+                SlaTimer.status == "breached", sa.and_(SlaTimer.status == "running", SlaTimer.due_at < now)
+            ),
+        )
+        .order_by(SlaTimer.due_at)
+        .limit(limit)
+    )
+    return [BreachRow(*row) for row in session.execute(statement)]
+
+
+# --- users ------------------------------------------------------------------------------------------
+
+
+def get_user(session: Session, name: str) -> User | None:
+    return session.scalar(sa.select(User).where(User.name == name))
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return list(session.scalars(sa.select(User).order_by(User.name)))
+
+
+def add_user(session: Session, *, name: str, role: str, password_hash: str, now: datetime) -> User:
+    user = User(name=name, role=role, password_hash=password_hash, active=True, created_at=now)
+    session.add(user)
+    session.flush()
+    return user

@@ -1,0 +1,97 @@
+"""`triage review ...` and `triage users ...` through typer's runner, against a real database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
+
+from app.commands.review import review_app, users_app
+from review.auth import authenticate
+from store.tables import Correction, ReviewItem, User
+from tests.review.review_builders import PASSWORD, add_enquiry_with_item
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", db_url)
+    return db_url
+
+
+def test_users_add_prompts_for_a_hidden_password_and_lists(
+    cli_env: str, session_factory: sessionmaker[Session]
+) -> None:
+    result = runner.invoke(users_app, ["add", "sam", "--role", "sdr"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output  # hidden input is not echoed
+    assert (
+        runner.invoke(users_app, ["add", "olga", "--role", "ops_lead", "--password", PASSWORD]).exit_code == 0
+    )
+    assert runner.invoke(users_app, ["add", "olga", "--role", "sdr", "--password", PASSWORD]).exit_code == 1
+    assert runner.invoke(users_app, ["add", "bob", "--role", "king", "--password", PASSWORD]).exit_code == 2
+    with session_factory() as session:
+        assert authenticate(session, "sam", PASSWORD) is not None
+        stored = session.scalars(sa.select(User.password_hash).where(User.name == "sam")).one()
+        assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    listed = json.loads(runner.invoke(users_app, ["list", "--json"]).output)
+    assert [(user["name"], user["role"]) for user in listed] == [("olga", "ops_lead"), ("sam", "sdr")]
+    assert runner.invoke(users_app, ["deactivate", "sam"]).exit_code == 0
+    assert runner.invoke(users_app, ["deactivate", "nobody"]).exit_code == 1
+    with session_factory() as session:
+        assert authenticate(session, "sam", PASSWORD) is None
+
+
+def test_review_list_claim_correct_reply_json(cli_env: str, session_factory: sessionmaker[Session]) -> None:
+    runner.invoke(users_app, ["add", "sam", "--role", "sdr", "--password", PASSWORD])
+    runner.invoke(users_app, ["add", "sue", "--role", "sdr", "--password", PASSWORD])
+    with session_factory() as session:
+        first, _ = add_enquiry_with_item(session, subject="first", due_in_minutes=-5_000_000)
+        add_enquiry_with_item(session, subject="second", due_in_minutes=5_000_000)
+        session.commit()
+
+    listing = json.loads(runner.invoke(review_app, ["list", "--json"]).output)
+    assert listing["total"] == 2 and [item["subject"] for item in listing["items"]] == ["first", "second"]
+    assert listing["items"][0]["breached"] is True
+
+    claimed = runner.invoke(review_app, ["claim", str(first), "--user", "sam", "--json"])
+    assert claimed.exit_code == 0 and json.loads(claimed.output)["claimed_by"] == "sam"
+    lost = runner.invoke(review_app, ["claim", str(first), "--user", "sue", "--json"])
+    assert lost.exit_code == 1 and json.loads(lost.output)["ok"] is False
+    assert runner.invoke(review_app, ["claim", str(first), "--user", "nobody"]).exit_code == 1
+
+    corrected = runner.invoke(
+        review_app,
+        [
+            "correct",
+            str(first),
+            "--user",
+            "sam",
+            "--intent",
+            "billing",
+            "--priority",
+            "low",
+            "--queue",
+            "finance",
+            "--json",
+        ],
+    )
+    assert corrected.exit_code == 0, corrected.output
+    bad = runner.invoke(
+        review_app,
+        ["correct", str(first), "--user", "sam", "--intent", "x", "--priority", "low", "--queue", "finance"],
+    )
+    assert bad.exit_code == 1
+    replied = runner.invoke(review_app, ["reply", str(first), "--user", "sam", "--text", "Done.", "--json"])
+    assert replied.exit_code == 0 and json.loads(replied.output)["ok"] is True
+
+    with session_factory() as session:
+        assert session.scalars(sa.select(Correction.queue)).all() == ["finance"]
+        item = session.get(ReviewItem, first)
+        assert item is not None and item.status == "done" and item.queue == "finance"
+    mine = runner.invoke(review_app, ["list", "--mine", "sam"])
+    assert mine.exit_code == 0 and "0 open" in mine.output
