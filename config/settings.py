@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, SecretStr, computed_field, model_validato
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.imap_settings import ImapMailbox
+from connectors.notify import NotifySettings
+from sla.policies import SlaSettings
 
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "defaults"
@@ -83,6 +85,8 @@ class Settings(BaseSettings):
     salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    sla: SlaSettings = Field(default_factory=SlaSettings)
     pseudonymisation_key: SecretStr | None = None
 
     @model_validator(mode="after")

@@ -41,8 +41,8 @@ def content_hash(enquiry: EnquiryIn) -> str:
     parts = (
         enquiry.channel.value,
         (enquiry.sender_email or "").lower(),
-        _WHITESPACE.sub(" ", enquiry.subject).strip(),
-        _WHITESPACE.sub(" ", enquiry.body).strip(),
+        " ".join(enquiry.subject.split()),
+        " ".join(enquiry.body.split()),  # str.split is several times faster than a regex here
     )
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 

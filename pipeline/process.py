@@ -60,6 +60,8 @@ class TimerRequest:
 
 # Starts SLA timers inside the batch's transaction; returns enquiry id → first-response due time.
 TimerStarter = Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]
+# Told of customers' follow-ups (enquiry id, when): a clock paused "waiting on the customer" resumes.
+ReplyHook = Callable[[Session, Sequence[tuple[str, datetime]]], None]
 
 
 @dataclass
@@ -72,6 +74,7 @@ class PipelineContext:
     start_timers: TimerStarter
     shadow: Classifier | None = None
     max_body_chars: int = 50_000
+    on_customer_replies: ReplyHook | None = None
 
 
 @dataclass
@@ -236,6 +239,8 @@ def process_batch(
         _open_enquiries(session, new, context, summary, now)
     # After the enquiries: a follow-up may belong to an enquiry this very batch opened.
     enquiry_store.add_messages(session, messages)
+    if messages and context.on_customer_replies is not None:
+        context.on_customer_replies(session, [(m["enquiry_id"], m["sent_at"]) for m in messages])
 
 
 def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Threads) -> list[dict[str, Any]]:

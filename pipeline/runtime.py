@@ -25,7 +25,8 @@ from connectors.files import FileSource
 from models.records import Channel
 from pipeline.process import PipelineContext, TimerRequest
 from sla.policies import SlaPolicies, load_policies
-from sla.service import TimerStart, start_timers
+from sla.service import TimerStart, resume, start_timers
+from store import sla_repo
 from store.common import utcnow
 from store.db import make_engine, make_session_factory, upgrade_schema
 
@@ -55,7 +56,8 @@ class Runtime:
 
     @cached_property
     def sla_policies(self) -> SlaPolicies:
-        return load_policies(self.settings.policy_dir / "sla.yaml")
+        sla = self.settings.sla
+        return load_policies(sla.policy_file or self.settings.policy_dir / "sla.yaml", timezone=sla.timezone)
 
     def timer_starter(self) -> Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]:
         policies = self.sla_policies
@@ -71,6 +73,20 @@ class Runtime:
             return start_timers(session, items, policies, now=utcnow())
 
         return start
+
+    def reply_hook(self) -> Callable[[Session, Sequence[tuple[str, datetime]]], None]:
+        policies = self.sla_policies
+
+        def customer_replied(session: Session, replies: Sequence[tuple[str, datetime]]) -> None:
+            latest: dict[str, datetime] = {}
+            for enquiry_id, at in replies:
+                latest[enquiry_id] = max(at, latest.get(enquiry_id, at))
+            paused = sla_repo.enquiries_with_paused_timers(session, list(latest))
+            for enquiry_id in paused:
+                at = latest[enquiry_id]
+                resume(session, enquiry_id, by="customer reply", at=min(at, utcnow()), policies=policies)
+
+        return customer_replied
 
     def pipeline_context(self) -> PipelineContext:
         """Load the active (and shadow) model and the policies for one run."""
@@ -88,6 +104,7 @@ class Runtime:
             shadow=shadow,
             start_timers=self.timer_starter(),
             max_body_chars=self.settings.max_body_chars,
+            on_customer_replies=self.reply_hook(),
         )
 
     def crm_backend(self) -> CrmBackend:

@@ -30,10 +30,12 @@ def insert_ignore(
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    key_columns = [table.__table__.c[name] for name in conflict]
-    statement = insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(*key_columns)
-    # RETURNING with executemany ("insertmanyvalues") reports exactly the rows that went in.
-    return len(session.execute(statement, list(rows)).all())
+    core_table = table.__table__
+    key_columns = [core_table.c[name] for name in conflict]  # type: ignore[attr-defined]
+    statement = insert(core_table).on_conflict_do_nothing(index_elements=list(conflict)).returning(*key_columns)
+    # Core, not the ORM's bulk path: several times faster for thousands of rows. RETURNING with
+    # executemany ("insertmanyvalues") reports exactly the rows that went in.
+    return len(session.connection().execute(statement, list(rows)).all())
 
 
 def for_update_skip_locked(statement: sa.Select[Any], session: Session) -> sa.Select[Any]:

@@ -103,13 +103,13 @@ def add_enquiries(session: Session, rows: Sequence[dict[str, Any]]) -> int:
 
 def add_messages(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(sa.insert(EnquiryMessage), list(rows))
+        session.connection().execute(sa.insert(EnquiryMessage.__table__), list(rows))
 
 
 def add_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Append audit rows; the table is never updated or deleted from."""
     if rows:
-        session.execute(sa.insert(DecisionRow), list(rows))
+        session.connection().execute(sa.insert(DecisionRow.__table__), list(rows))
 
 
 def add_shadow_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> int:

@@ -1,0 +1,383 @@
+"""The ops lead's SLA report: one self-contained HTML page (inline SVG charts, no external URLs) and a CSV.
+
+Definitions, so the page and the database can be checked against each other:
+- a *timer* is a first-response timer started in [since, until);
+- *breached*: its status is `breached`, or it is still running past its due time at `now`;
+- *time to first response*: business minutes (in the timer's policy calendar) from start to the first
+  human touch, for timers that were stopped;
+- *share automated*: enquiries received in the period whose lane is `automate`, over all received;
+- *AI proposals accepted*: audit rows of kind `accept` over `accept` + `correction` in the period;
+- *review time*: wall-clock minutes from a review item's creation to its closing, for items closed
+  in the period.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+from sqlalchemy.orm import Session
+
+from connectors.notify import Attachment, Notification, NotifySettings, SmtpNotifier
+from sla.calendar import business_minutes_between
+from sla.policies import SlaPolicies
+from store import sla_repo
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+AT_RISK_HORIZON = timedelta(hours=4)
+PERCENTILES = (50, 90, 95)
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Breaches in one group (a channel, intent, queue or SDR)."""
+
+    key: str
+    timers: int
+    breached: int
+
+    @property
+    def rate(self) -> float:
+        """Breached over timers (0 when empty)."""
+        return self.breached / self.timers if self.timers else 0.0
+
+
+@dataclass(slots=True)
+class ReportData:
+    """Every figure on the page, computed once from the database."""
+
+    since: datetime
+    until: datetime
+    generated_at: datetime
+    policy_version: str
+    timers: int = 0
+    breached: int = 0
+    met: int = 0
+    open: int = 0
+    daily: list[tuple[date, int, int]] = field(default_factory=list)
+    response_minutes: dict[int, float | None] = field(default_factory=dict)
+    by_channel: list[Slice] = field(default_factory=list)
+    by_intent: list[Slice] = field(default_factory=list)
+    by_queue: list[Slice] = field(default_factory=list)
+    by_owner: list[Slice] = field(default_factory=list)
+    at_risk: list[sla_repo.AtRiskTimer] = field(default_factory=list)
+    enquiries: int = 0
+    automated: int = 0
+    accepted: int = 0
+    corrected: int = 0
+    review_minutes: dict[int, float | None] = field(default_factory=dict)
+    facts: list[sla_repo.TimerFact] = field(default_factory=list)
+
+    @property
+    def breach_rate(self) -> float:
+        """Share of timers breached."""
+        return self.breached / self.timers if self.timers else 0.0
+
+    @property
+    def share_automated(self) -> float | None:
+        """Share of enquiries handled in the automated lane (None without enquiries)."""
+        return self.automated / self.enquiries if self.enquiries else None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Share of AI proposals people accepted without correcting (None without reviews)."""
+        reviewed = self.accepted + self.corrected
+        return self.accepted / reviewed if reviewed else None
+
+
+def percentile(values: Sequence[float], percent: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default method); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * percent / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def is_breached(fact: sla_repo.TimerFact, now: datetime) -> bool:
+    """Breached by status, or still running past its due time (the watch has not marked it yet)."""
+    return fact.status == "breached" or (fact.status == "running" and fact.due_at <= now)
+
+
+def build_report(
+    session: Session, policies: SlaPolicies, *, since: datetime, until: datetime, now: datetime
+) -> ReportData:
+    """Gather every figure of the report for timers started (and enquiries received) in [since, until)."""
+    facts = sla_repo.first_response_facts(session, since=since, until=until)
+    data = ReportData(
+        since=since, until=until, generated_at=now, policy_version=policies.version, facts=facts
+    )
+    data.timers = len(facts)
+    data.breached = sum(1 for fact in facts if is_breached(fact, now))
+    data.met = sum(1 for fact in facts if fact.status == "met")
+    data.open = sum(1 for fact in facts if fact.stopped_at is None)
+    per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
+    for fact in facts:
+        counts = per_day[fact.started_at.astimezone(UTC).date()]
+        counts[0] += 1
+        counts[1] += int(is_breached(fact, now))
+    data.daily = [(day, counts[0], counts[1]) for day, counts in sorted(per_day.items())]
+    response: list[float] = []
+    for fact in facts:
+        policy = policies.get(fact.policy)
+        if fact.stopped_at is not None and policy is not None:
+            response.append(business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar))
+    data.response_minutes = {p: percentile(response, p) for p in PERCENTILES}
+    data.by_channel = _slices(facts, now, lambda fact: fact.channel)
+    data.by_intent = _slices(facts, now, lambda fact: fact.intent)
+    data.by_queue = _slices(facts, now, lambda fact: fact.queue)
+    data.by_owner = _slices(facts, now, lambda fact: fact.owner or fact.stopped_by or "(unassigned)")
+    data.at_risk = sla_repo.at_risk_timers(session, due_before=now + AT_RISK_HORIZON)
+    lanes = sla_repo.lane_counts(session, since=since, until=until)
+    data.enquiries = sum(lanes.values())
+    data.automated = lanes.get("automate", 0)
+    decisions = sla_repo.decision_counts(session, since=since, until=until)
+    data.accepted, data.corrected = decisions.get("accept", 0), decisions.get("correction", 0)
+    durations = [
+        (closed - created).total_seconds() / 60.0
+        for created, closed in sla_repo.review_durations(session, since=since, until=until)
+    ]
+    data.review_minutes = {p: percentile(durations, p) for p in (50, 90)}
+    return data
+
+
+def _slices(
+    facts: Sequence[sla_repo.TimerFact], now: datetime, key: Callable[[sla_repo.TimerFact], str]
+) -> list[Slice]:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for fact in facts:
+        entry = counts[key(fact)]
+        entry[0] += 1
+        entry[1] += int(is_breached(fact, now))
+    slices = [Slice(name, total, breached) for name, (total, breached) in counts.items()]
+    return sorted(slices, key=lambda item: (-item.breached, -item.timers, item.key))
+
+
+# --- inline SVG charts ------------------------------------------------------------------------------
+# Hand-built SVG keeps the page self-contained with no plotting dependency; every label goes through
+# markupsafe.escape because channel, queue and SDR names come from data.
+
+BAR_COLOUR, BREACH_COLOUR, AXIS_COLOUR = "#4c78a8", "#e45756", "#888888"
+
+
+def daily_chart(daily: Sequence[tuple[date, int, int]], *, width: int = 720, height: int = 220) -> Markup:
+    """Breach rate per day as bars (0-100%), with each day's timer count under its bar."""
+    if not daily:
+        return Markup('<p class="empty">No timers in this period.</p>')
+    left, bottom, top = 40, 40, 10
+    plot_height = height - bottom - top
+    step = (width - left - 10) / len(daily)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Breach rate per day" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
+        f'<line x1="{left}" y1="{top + plot_height}" x2="{width - 10}" y2="{top + plot_height}" '
+        f'stroke="{AXIS_COLOUR}"/>',
+    ]
+    for fraction in (0.0, 0.5, 1.0):
+        y = top + plot_height * (1 - fraction)
+        parts.append(
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
+            f"{int(fraction * 100)}%</text>"
+        )
+    for index, (day, total, breached) in enumerate(daily):
+        rate = breached / total if total else 0.0
+        bar = plot_height * rate
+        x = left + index * step + step * 0.15
+        label = escape(day.isoformat())
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + plot_height - bar:.1f}" '
+            f'width="{step * 0.7:.1f}" height="{bar:.1f}" '
+            f'fill="{BREACH_COLOUR}"><title>{label}: {breached} of {total} breached</title></rect>'
+        )
+        if len(daily) <= 31:
+            parts.append(
+                f'<text x="{x + step * 0.35:.1f}" y="{top + plot_height + 14}" font-size="9" '
+                f'text-anchor="middle">{escape(day.strftime("%m-%d"))}</text>'
+                f'<text x="{x + step * 0.35:.1f}" y="{top + plot_height + 26}" font-size="9" '
+                f'text-anchor="middle" fill="{AXIS_COLOUR}">n={total}</text>'
+            )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def slice_chart(slices: Sequence[Slice], *, label: str, width: int = 420, limit: int = 12) -> Markup:
+    """Horizontal bars: timers per group, the breached part in red, with counts and rate."""
+    shown = list(slices[:limit])
+    if not shown:
+        return Markup('<p class="empty">No timers in this period.</p>')
+    row, left, right = 22, 130, 110
+    height = row * len(shown) + 10
+    biggest = max(item.timers for item in shown) or 1
+    scale = (width - left - right) / biggest
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Breaches by {escape(label)}" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+    ]
+    for index, item in enumerate(shown):
+        y = 5 + index * row
+        name = escape(item.key if len(item.key) <= 20 else item.key[:19] + "…")
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 14}" font-size="11" text-anchor="end">{name}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{item.timers * scale:.1f}" height="14" '
+            f'fill="{BAR_COLOUR}"/>'
+            f'<rect x="{left}" y="{y + 3}" width="{item.breached * scale:.1f}" height="14" '
+            f'fill="{BREACH_COLOUR}"/>'
+            f'<text x="{left + item.timers * scale + 6:.1f}" y="{y + 14}" font-size="11">'
+            f"{item.breached}/{item.timers} ({item.rate:.0%})</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def percentile_chart(values: dict[int, float | None], *, width: int = 420) -> Markup:
+    """Bars of time-to-first-response percentiles in business minutes."""
+    known = {p: v for p, v in values.items() if v is not None}
+    if not known:
+        return Markup('<p class="empty">No first responses in this period.</p>')
+    row, left, right = 26, 50, 120
+    biggest = max(known.values()) or 1.0
+    scale = (width - left - right) / biggest
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="Time to first response" '
+        f'width="{width}" height="{row * len(known) + 10}">'
+    ]
+    for index, (p, value) in enumerate(sorted(known.items())):
+        y = 5 + index * row
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 15}" font-size="11" text-anchor="end">p{p}</text>'
+            f'<rect x="{left}" y="{y + 4}" width="{value * scale:.1f}" height="16" fill="{BAR_COLOUR}"/>'
+            f'<text x="{left + value * scale + 6:.1f}" y="{y + 15}" font-size="11">'
+            f"{format_minutes(value)}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def format_minutes(value: float | None) -> str:
+    """'45 min', '3 h 20 min' or '—'."""
+    if value is None:
+        return "—"
+    minutes = round(value)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def format_share(value: float | None) -> str:
+    """'42.5%' or '—'."""
+    return "—" if value is None else f"{value:.1%}"
+
+
+def render_html(data: ReportData) -> str:
+    """The report as one HTML page; every value from the data is escaped by Jinja2's autoescape."""
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]),
+        keep_trailing_newline=True,
+    )
+    environment.filters["minutes"] = format_minutes
+    environment.filters["share"] = format_share
+    template = environment.get_template("report.html.j2")
+    charts = {
+        "daily": daily_chart(data.daily),
+        "response": percentile_chart(data.response_minutes),
+        "channel": slice_chart(data.by_channel, label="channel"),
+        "intent": slice_chart(data.by_intent, label="intent"),
+        "queue": slice_chart(data.by_queue, label="queue"),
+        "owner": slice_chart(data.by_owner, label="SDR"),
+    }
+    return template.render(
+        data=data, charts=charts, horizon_hours=int(AT_RISK_HORIZON.total_seconds() // 3600)
+    )
+
+
+CSV_COLUMNS = (
+    "enquiry_id", "policy", "channel", "intent", "queue", "owner", "started_at", "due_at", "stopped_at",
+    "status", "breached", "business_minutes_to_first_response",
+)  # fmt: skip
+
+
+def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
+    """One row per first-response timer in the report; returns rows written."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for fact in data.facts:
+            policy = policies.get(fact.policy)
+            minutes = (
+                round(business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar), 1)
+                if fact.stopped_at is not None and policy is not None
+                else ""
+            )
+            writer.writerow(
+                [
+                    fact.enquiry_id, fact.policy, fact.channel, fact.intent, fact.queue,
+                    _cell(fact.owner or fact.stopped_by or ""),
+                    fact.started_at.isoformat(), fact.due_at.isoformat(),
+                    fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
+                    int(is_breached(fact, data.generated_at)), minutes,
+                ]
+            )  # fmt: skip
+    return len(data.facts)
+
+
+def _cell(text: str) -> str:
+    # A spreadsheet runs a cell starting with these as a formula; a leading quote keeps it text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def send_weekly_report(
+    session: Session,
+    policies: SlaPolicies,
+    notify: NotifySettings,
+    *,
+    now: datetime,
+    out_dir: Path,
+    days: int = 7,
+) -> dict[str, object]:
+    """Render the report for the `days` whole UTC days before today, keep a copy, and e-mail it.
+
+    The page goes to the ops lead's addresses both inline (HTML part) and as an attachment, so it can
+    be archived. Without SMTP settings the file is still written and the result says it was not sent.
+    """
+    until = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+    since = until - timedelta(days=days)
+    data = build_report(session, policies, since=since, until=until, now=now)
+    html = render_html(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"sla-report-{since.date().isoformat()}-to-{(until - timedelta(days=1)).date().isoformat()}.html"
+    path = out_dir / name
+    path.write_text(html, encoding="utf-8")
+    recipients = notify.recipients.get("ops_lead", [])
+    result: dict[str, object] = {
+        "path": str(path),
+        "timers": data.timers,
+        "breached": data.breached,
+        "sent_to": [],
+    }
+    if notify.smtp is None or not recipients:
+        return result
+    text = (
+        f"SLA report {since.date().isoformat()} to {(until - timedelta(days=1)).date().isoformat()}: "
+        f"{data.timers} first-response timers, {data.breached} breached ({data.breach_rate:.1%}), "
+        f"median time to first response {format_minutes(data.response_minutes.get(50))}, "
+        f"{len(data.at_risk)} open timer(s) about to breach. The full report is attached."
+    )
+    notification = Notification(
+        role="ops_lead",
+        subject=f"Weekly SLA report: {data.breach_rate:.1%} breached ({data.breached} of {data.timers})",
+        text=text,
+        html=html,
+        attachments=(Attachment(filename=name, content=html.encode("utf-8")),),
+    )
+    SmtpNotifier(notify.smtp, {"ops_lead": recipients}).send(notification)
+    result["sent_to"] = list(recipients)
+    return result
