@@ -7,6 +7,7 @@ as '**********' and never reach logs.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     policy_dir: Path = DEFAULT_POLICY_DIR
     batch_size: int = Field(default=500, ge=1, le=50_000, description="Enquiries processed per transaction.")
     max_body_chars: int = Field(default=50_000, ge=1_000)
+    parse_workers: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        ge=1, le=32, description="Processes that parse mail in parallel on large runs (1: no pool).",
+    )
     imap: ImapMailbox | None = None
     mailboxes: list[ImapMailbox] = Field(default_factory=list)
     crm: CrmSettings = Field(default_factory=CrmSettings)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from datetime import datetime
+from typing import NamedTuple
 
 from connectors.chat import parse_chat_payload, transcript_to_enquiry
 from connectors.forms import form_to_enquiry, parse_form_payload
 from connectors.mime import parse_email
+from models.errors import SkippableError
 from models.records import Channel, EnquiryIn
 from store.tables import RawRecord
 
@@ -19,12 +22,38 @@ ENQUIRY_NAMESPACE = uuid.UUID("5b1f3f0e-7f0a-4d5e-9a43-2f1d2b7e9c11")
 
 def normalise(raw: RawRecord, *, max_body_chars: int) -> EnquiryIn:
     """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
-    channel = Channel(raw.channel)
+    return normalise_payload(
+        RawPayload(raw.channel, raw.payload, raw.source, raw.received_at), max_body_chars=max_body_chars
+    )
+
+
+class RawPayload(NamedTuple):
+    """What normalising needs of a raw record: small and picklable, for worker processes."""
+
+    channel: str
+    payload: bytes
+    source: str
+    received_at: datetime
+
+
+def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
+    channel = Channel(item.channel)
     if channel is Channel.EMAIL:
-        return parse_email(raw.payload, source=raw.source, received_at=raw.received_at, max_body_chars=max_body_chars)
+        return parse_email(item.payload, source=item.source, received_at=item.received_at, max_body_chars=max_body_chars)
     if channel is Channel.FORM:
-        return form_to_enquiry(parse_form_payload(raw.payload), source=raw.source, received_at=raw.received_at)
-    return transcript_to_enquiry(parse_chat_payload(raw.payload), source=raw.source, received_at=raw.received_at)
+        return form_to_enquiry(parse_form_payload(item.payload), source=item.source, received_at=item.received_at)
+    return transcript_to_enquiry(parse_chat_payload(item.payload), source=item.source, received_at=item.received_at)
+
+
+def normalise_chunk(items: list[RawPayload], max_body_chars: int) -> list[EnquiryIn | str]:
+    """Normalise many records (in a worker process): an enquiry, or the quarantine reason as a string."""
+    results: list[EnquiryIn | str] = []
+    for item in items:
+        try:
+            results.append(normalise_payload(item, max_body_chars=max_body_chars))
+        except SkippableError as error:
+            results.append(str(error) or error.__class__.__name__)
+    return results
 
 
 def is_reply_subject(subject: str) -> bool:

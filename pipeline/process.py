@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,11 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import Policy
 from connectors.enrichment import Firmographics
-from models.errors import SkippableError
 from models.lanes import decide
 from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
 from pipeline.enrich import enrich
-from pipeline.normalise import content_hash, enquiry_id_for, is_reply_subject, normalise, normalise_subject
+from pipeline.normalise import (
+    RawPayload,
+    content_hash,
+    enquiry_id_for,
+    is_reply_subject,
+    normalise_chunk,
+    normalise_subject,
+)
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
 from store.common import utcnow
@@ -35,6 +44,7 @@ from store.tables import RawRecord
 
 log = logging.getLogger(__name__)
 NO_MODEL_VERSION = "none"
+PARALLEL_PARSE_MINIMUM = 1_000  # below this, starting worker processes costs more than it saves
 
 
 class Classifier(Protocol):
@@ -75,6 +85,8 @@ class PipelineContext:
     shadow: Classifier | None = None
     max_body_chars: int = 50_000
     on_customer_replies: ReplyHook | None = None
+    parse_workers: int = 1  # >1: MIME parsing, the costliest stage, runs in a process pool
+    parse_pool: Executor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -119,16 +131,41 @@ def process_pending(
 ) -> ProcessSummary:
     """Work through every pending raw record, one transaction per batch."""
     summary = ProcessSummary()
-    while max_batches is None or summary.batches < max_batches:
-        with transaction(factory) as session:
-            records = raw.claim_pending(session, limit=batch_size)
-            if not records:
-                break
-            process_batch(session, records, context, summary)
-        summary.batches += 1
-        if on_batch is not None:
-            on_batch(len(records))
+    with ExitStack() as stack:
+        if context.parse_workers > 1:
+            with factory() as session:
+                pending = raw.count_pending(session)
+            if pending >= PARALLEL_PARSE_MINIMUM:
+                # forkserver, not fork: a flow run has threads, and forking a threaded process can deadlock.
+                context.parse_pool = stack.enter_context(
+                    ProcessPoolExecutor(context.parse_workers, mp_context=multiprocessing.get_context("forkserver"))
+                )
+        try:
+            while max_batches is None or summary.batches < max_batches:
+                with transaction(factory) as session:
+                    records = raw.claim_pending(session, limit=batch_size)
+                    if not records:
+                        break
+                    process_batch(session, records, context, summary)
+                summary.batches += 1
+                if on_batch is not None:
+                    on_batch(len(records))
+        finally:
+            context.parse_pool = None
     return summary
+
+
+def _normalise_records(records: Sequence[RawRecord], context: PipelineContext) -> list[EnquiryIn | str]:
+    items = [RawPayload(r.channel, r.payload, r.source, r.received_at) for r in records]
+    pool = context.parse_pool
+    if pool is None or len(items) < 2 * context.parse_workers:
+        return normalise_chunk(items, context.max_body_chars)
+    size = -(-len(items) // (2 * context.parse_workers))
+    chunks = [items[start : start + size] for start in range(0, len(items), size)]
+    results: list[EnquiryIn | str] = []
+    for part in pool.map(normalise_chunk, chunks, [context.max_body_chars] * len(chunks)):
+        results.extend(part)
+    return results
 
 
 @dataclass
@@ -187,13 +224,11 @@ def process_batch(
     now = utcnow()
     started = time.perf_counter()
     normalised: list[tuple[RawRecord, EnquiryIn]] = []
-    for record in records:
+    for record, enquiry in zip(records, _normalise_records(records, context), strict=True):
         summary.processed += 1
         summary.by_channel[record.channel] += 1
-        try:
-            enquiry = normalise(record, max_body_chars=context.max_body_chars)
-        except SkippableError as error:
-            raw.quarantine(session, record, str(error), now=now)
+        if isinstance(enquiry, str):
+            raw.quarantine(session, record, enquiry, now=now)
             summary.outcomes[RawStatus.QUARANTINED.value] += 1
             continue
         if enquiry.skip_reason:

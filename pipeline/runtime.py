@@ -105,6 +105,7 @@ class Runtime:
             start_timers=self.timer_starter(),
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
+            parse_workers=self.settings.parse_workers,
         )
 
     def crm_backend(self) -> CrmBackend:

@@ -1,0 +1,153 @@
+"""Retraining: base data plus people's corrections → a candidate model, compared with the active one.
+
+It stops at a candidate. Promotion is a person's decision (`triage model promote V --approved-by NAME`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.model_selection import train_test_split
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import registry
+from models.classifier import FEATURE_COLUMNS, frame_from_texts
+from models.errors import TriageError
+from models.evaluation import evaluate
+from models.starter import starter_training_frame
+from models.training import train_model
+from store.tables import Correction, Enquiry
+
+HOLDOUT_SHARE = 0.2
+# A label needs this many rows to appear on both sides of the split and still be calibrated.
+MIN_ROWS_PER_LABEL = 4
+
+
+def corrections_frame(session: Session) -> tuple[pd.DataFrame, list[str]]:
+    """Each corrected enquiry once, with its text and structured features and its latest corrected intent."""
+    latest: dict[str, str] = {}
+    for enquiry_id, intent in session.execute(
+        sa.select(Correction.enquiry_id, Correction.intent).order_by(Correction.created_at, Correction.id)
+    ):
+        latest[enquiry_id] = intent
+    if not latest:
+        return frame_from_texts([]), []
+    rows = session.execute(
+        sa.select(Enquiry.id, Enquiry.subject, Enquiry.body, Enquiry.channel, Enquiry.enrichment).where(
+            Enquiry.id.in_(list(latest))
+        )
+    ).all()
+    rows = sorted(rows, key=lambda row: row.id)
+    enrichment = [row.enrichment or {} for row in rows]
+    frame = frame_from_texts(
+        [row.body for row in rows],
+        subjects=[row.subject for row in rows],
+        channels=[row.channel for row in rows],
+        free_mail=[bool(item.get("free_mail", False)) for item in enrichment],
+        segments=[str(item.get("segment") or "unknown") for item in enrichment],
+    )
+    return frame, [latest[row.id] for row in rows]
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metrics.items() if key != "per_class"}
+
+
+def retrain(
+    factory: sessionmaker[Session],
+    home: Path,
+    *,
+    base_frame: pd.DataFrame | None = None,
+    target_precision: float = 0.95,
+    oos_label: str | None = None,
+    seed: int = 0,
+    trained_by: str = "retrain",
+    n_jobs: int | None = 2,
+) -> dict[str, Any]:
+    """Train a candidate on base data + corrections, register it, and compare it with the active model.
+
+    `base_frame` holds FEATURE_COLUMNS and a `label` column (default: the bundled starter set). A share
+    of the combined rows is held out; both models are scored on it. Labels with fewer than
+    MIN_ROWS_PER_LABEL rows are left out and reported. Nothing is promoted.
+    """
+    if base_frame is None:
+        base, base_labels = starter_training_frame()
+    else:
+        if "label" not in base_frame.columns:
+            raise TriageError("base_frame needs a 'label' column beside the feature columns")
+        base = base_frame[list(FEATURE_COLUMNS)].reset_index(drop=True)
+        base_labels = base_frame["label"].astype(str).tolist()
+    with factory() as session:
+        corrected, corrected_labels = corrections_frame(session)
+    frame = pd.concat([base, corrected], ignore_index=True)
+    labels = base_labels + corrected_labels
+    counts = Counter(labels)
+    skipped = sorted(label for label, count in counts.items() if count < MIN_ROWS_PER_LABEL)
+    keep = [label not in skipped for label in labels]
+    frame = frame[keep].reset_index(drop=True)
+    labels = [label for label, kept in zip(labels, keep, strict=True) if kept]
+
+    # Every label must reach the held-out part at least once.
+    holdout_size = max(round(HOLDOUT_SHARE * len(labels)), len(set(labels)))
+    train_frame, holdout_frame, train_labels, holdout_labels = train_test_split(
+        frame, labels, test_size=holdout_size, stratify=labels, random_state=seed
+    )
+    result = train_model(
+        train_frame,
+        train_labels,
+        target_precision=target_precision,
+        oos_label=oos_label,
+        seed=seed,
+        n_jobs=n_jobs,
+    )
+    candidate_metrics = evaluate(result.model, holdout_frame, holdout_labels, oos_label=oos_label)
+    result.metrics["holdout"] = _summary(candidate_metrics)
+
+    with factory() as session, session.begin():
+        version = registry.register_candidate(
+            session,
+            home,
+            result,
+            trained_by=trained_by,
+            data_description=(
+                f"{'starter set' if base_frame is None else 'configured base data'} ({len(base)} rows) + "
+                f"{len(corrected)} corrected enquiries; {int(HOLDOUT_SHARE * 100)}% held out for comparison"
+            ),
+        )
+    active_metrics: dict[str, Any] | None = None
+    active_error: str | None = None
+    with factory() as session:
+        active = registry.active_version(session)
+        if active is not None:
+            try:
+                active_model = registry.load_model(session, home, active)
+                active_metrics = _summary(
+                    evaluate(active_model, holdout_frame, holdout_labels, oos_label=oos_label)
+                )
+            except TriageError as error:
+                active_error = str(error)
+    deltas: dict[str, float] = {}
+    if active_metrics is not None:
+        for key in ("accuracy", "macro_f1", "coverage", "automated_precision", "ece"):
+            if candidate_metrics.get(key) is not None and active_metrics.get(key) is not None:
+                deltas[key] = round(candidate_metrics[key] - active_metrics[key], 6)
+    return {
+        "candidate": version,
+        "active": active,
+        "promoted": False,
+        "n_base": len(base),
+        "n_corrections": len(corrected),
+        "n_train": len(train_labels),
+        "n_holdout": len(holdout_labels),
+        "skipped_labels": skipped,
+        "training_seconds": result.training_seconds,
+        "candidate_metrics": _summary(candidate_metrics),
+        "active_metrics": active_metrics,
+        "active_error": active_error,
+        "candidate_minus_active": deltas,
+        "next_step": f"triage model shadow {version}  |  triage model promote {version} --approved-by NAME",
+    }

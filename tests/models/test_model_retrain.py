@@ -1,0 +1,54 @@
+"""Retraining from base data plus corrections: a candidate, compared, never promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import registry
+from models.retraining import corrections_frame, retrain
+from models.training import TrainResult
+from store import model_registry as repo
+from tests.models.conftest import OOS, add_correction, add_enquiry, toy_rows
+
+
+def test_retrain_uses_corrections_and_stops_at_a_candidate(
+    session_factory: sessionmaker[Session], tmp_path: Path, toy_result: TrainResult
+) -> None:
+    with session_factory() as session:
+        active = registry.register_candidate(
+            session, tmp_path, toy_result, trained_by="t", data_description="toy"
+        )
+        registry.promote(session, active, approved_by="Olga")
+        corrected = []
+        for index in range(5):
+            enquiry_id = add_enquiry(
+                session,
+                subject="Press",
+                body=f"journalist asking for an interview number {index}",
+                intent="support",
+                model_version=active,
+                enrichment={"free_mail": True, "segment": "enterprise"},
+            )
+            add_correction(session, enquiry_id, intent="press")
+            corrected.append(enquiry_id)
+        session.commit()
+        frame, labels = corrections_frame(session)
+    assert labels == ["press"] * 5
+    assert frame["free_mail"].tolist() == [True] * 5 and frame["segment"].tolist() == ["enterprise"] * 5
+    assert frame["subject"].tolist() == ["Press"] * 5
+
+    base, base_labels = toy_rows(per_label=12)
+    report = retrain(
+        session_factory, tmp_path, base_frame=base.assign(label=base_labels), oos_label=OOS, n_jobs=None
+    )
+    assert report["promoted"] is False and report["active"] == active
+    assert report["n_corrections"] == 5 and report["skipped_labels"] == []
+    assert report["active_metrics"] is not None and "accuracy" in report["candidate_minus_active"]
+    with session_factory() as session:
+        assert registry.active_version(session) == active
+        row = repo.get_version(session, report["candidate"])
+        assert row is not None and row.status == "candidate"
+        assert "press" in row.provenance["labels"] and "holdout" in row.provenance["metrics"]
+        assert "5 corrected enquiries" in row.provenance["data_description"]
