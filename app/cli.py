@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,13 +24,17 @@ from models.records import Channel
 
 app = typer.Typer(
     name="triage",
-    help="Triage inbound enquiries (email, web forms, chat): classify, decide the lane, act, hand the rest to people.",
+    help="Triage inbound enquiries (email, forms, chat): classify, decide, act, and hand the rest to people.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-quarantine_app = typer.Typer(help="Records that could not be parsed or validated: list, show, replay.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    help="Records that could not be parsed or validated: list, show, replay.", no_args_is_help=True
+)
 db_app = typer.Typer(help="The application database (Alembic migrations).", no_args_is_help=True)
-automation_app = typer.Typer(help="The kill switch: pause automation so every new enquiry goes to people.", no_args_is_help=True)
+automation_app = typer.Typer(
+    help="The kill switch: pause automation so every new enquiry goes to people.", no_args_is_help=True
+)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(db_app, name="db")
 app.add_typer(automation_app, name="automation")
@@ -58,7 +62,12 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Any]:
         yield None
         return
     with Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
@@ -74,9 +83,13 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more (to stderr).")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more (to stderr).")] = False,
+) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
 
 
@@ -94,7 +107,9 @@ def demo(
     runtime = _runtime()
     if not as_json:
         console.print(f"[bold]Workspace[/] {runtime.settings.home.resolve()}")
-        console.print("Training the starter model (bundled data, a starter to replace with your own history)...")
+        console.print(
+            "Training the starter model (bundled data, a starter to replace with your own history)..."
+        )
     jobs.ensure_starter_model(runtime)
     for name, channel in jobs.DEMO_FILES:
         with progress_bar(f"import {name}", None, not as_json) as advance:
@@ -105,7 +120,9 @@ def demo(
         emit(summary, True)
     else:
         print_summary(summary, "triage demo: the workspace after one run")
-        console.print("Next: [bold]triage review list[/], [bold]triage crm list[/], [bold]triage serve[/] (review queue).")
+        console.print(
+            "Next: [bold]triage review list[/], [bold]triage crm list[/], [bold]triage serve[/] (the queue)."
+        )
 
 
 def _run_pass(runtime: Any, *, direct: bool, quiet: bool) -> dict[str, Any]:
@@ -121,27 +138,34 @@ def _run_pass(runtime: Any, *, direct: bool, quiet: bool) -> dict[str, Any]:
             processed = jobs.process(runtime, on_batch=advance)
         crm = jobs.sync_crm(runtime)
         summary = jobs.run_summary(runtime, ingests, processed, crm)
-    else:
-        from flows.intake import run_intake_flow
+        jobs.record_flow_run(runtime, "intake", summary)
+        return summary
+    from flows.intake import intake_flow
 
-        summary = run_intake_flow()
-    jobs.record_flow_run(runtime, "intake", summary)
-    return summary
+    result: dict[str, Any] = intake_flow()  # records its own run
+    return result
 
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="A file or folder: .eml, .mbox, .jsonl, .csv or .json (chat export).")],
+    path: Annotated[
+        Path, typer.Argument(help="A file or folder: .eml, .mbox, .jsonl, .csv or .json (chat export).")
+    ],
     channel: Annotated[Channel, typer.Option(help="Which channel the records belong to.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Store the records of a file or folder; `triage run` then processes them. Importing twice adds nothing."""
+    """Store the records of a file or folder for `triage run` to process. Importing twice adds nothing."""
     from pipeline import jobs
 
     runtime = _runtime()
     with progress_bar(f"import {path.name}", None, not as_json) as advance:
         summary = jobs.import_path(runtime, path, channel, on_batch=advance)
-    data = {"source": summary.source, "channel": summary.channel, "read": summary.read, "stored": summary.stored}
+    data = {
+        "source": summary.source,
+        "channel": summary.channel,
+        "read": summary.read,
+        "stored": summary.stored,
+    }
     if as_json:
         emit(data, True)
     else:
@@ -151,7 +175,9 @@ def import_(
 @app.command()
 def run(
     as_json: JsonFlag = False,
-    direct: Annotated[bool, typer.Option("--direct", help="Run the steps without Prefect (no flow run recorded).")] = False,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="Run the steps without Prefect (no flow run recorded).")
+    ] = False,
 ) -> None:
     """One pass of every configured source, then process what is pending and send CRM writes.
 
@@ -178,7 +204,10 @@ def serve(
     settings = Settings()
     _runtime().engine  # noqa: B018 - the web app never changes the schema: migrate before serving
     uvicorn.run(
-        "app.web:create_app", factory=True, host=host or settings.web.host, port=port or settings.web.port,
+        "app.web:create_app",
+        factory=True,
+        host=host or settings.web.host,
+        port=port or settings.web.port,
         proxy_headers=True,
     )
 
@@ -210,8 +239,11 @@ def status(as_json: JsonFlag = False) -> None:
             "automation_paused": paused,
             "pause_reason": reason,
             "last_runs": [
-                {"flow": r.name, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-                 "enquiries": r.summary.get("enquiries")}
+                {
+                    "flow": r.name,
+                    "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+                    "enquiries": r.summary.get("enquiries"),
+                }
                 for r in observability.last_runs(session, limit=5)
             ],
         }
@@ -243,9 +275,13 @@ def quarantine_list(
         rows = raw.list_quarantine(session, limit=limit, include_replayed=all_)
         data = [
             {
-                "id": q.id, "source": q.source, "channel": r.channel, "reason": q.reason,
-                "raw_location": f"raw_records.id={r.id} ({r.source} key {r.external_key}, {len(r.payload)} bytes)",
-                "created_at": q.created_at.isoformat(), "replayed_at": q.replayed_at.isoformat() if q.replayed_at else None,
+                "id": q.id,
+                "source": q.source,
+                "channel": r.channel,
+                "reason": q.reason,
+                "raw_location": f"raw_records.id={r.id} ({r.source} {r.external_key}; {len(r.payload)} B)",
+                "created_at": q.created_at.isoformat(),
+                "replayed_at": q.replayed_at.isoformat() if q.replayed_at else None,
             }
             for q, r in rows
         ]
@@ -254,7 +290,13 @@ def quarantine_list(
         return
     table = Table("id", "channel", "source", "reason", "raw bytes")
     for item in data:
-        table.add_row(str(item["id"]), item["channel"], item["source"], item["reason"][:90], item["raw_location"])
+        table.add_row(
+            str(item["id"]),
+            str(item["channel"]),
+            str(item["source"]),
+            str(item["reason"])[:90],
+            str(item["raw_location"]),
+        )
     Console().print(table)
 
 
@@ -282,7 +324,9 @@ def quarantine_show(
 
 @quarantine_app.command("replay")
 def quarantine_replay(
-    ids: Annotated[list[int] | None, typer.Argument(help="Quarantine ids; none means every open one.")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="Quarantine ids; none means every open one.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Put quarantined records back in the queue (after fixing the cause); `triage run` processes them."""
@@ -303,7 +347,9 @@ def db_upgrade() -> None:
     """Apply every pending migration (also done automatically by every command)."""
     runtime = _runtime()
     runtime.engine  # noqa: B018 - building the engine runs the migrations
-    console.print(f"database at the newest revision: {runtime.settings.effective_database_url.split('@')[-1]}")
+    console.print(
+        f"database at the newest revision: {runtime.settings.effective_database_url.split('@')[-1]}"
+    )
 
 
 @automation_app.command("pause")
@@ -346,32 +392,30 @@ def automation_status(as_json: JsonFlag = False) -> None:
         console.print(f"automation {'PAUSED: ' + str(reason) if paused else 'running'}")
 
 
-def _mount_optional() -> None:
-    """Mount the command groups of each area (they import only what their commands need)."""
-    import importlib
+def _mount_groups() -> None:
+    """Each area's command group; their modules import heavy libraries only inside commands."""
+    from app.commands.crm import crm_app
+    from app.commands.flows import flows_app
+    from app.commands.model import model_app
+    from app.commands.ops import audit_app, policy_app
+    from app.commands.review import review_app, users_app
+    from app.commands.sla import report_app, sla_app
 
-    groups = [
-        ("app.commands.model", "model_app", "model"),
-        ("app.commands.crm", "crm_app", "crm"),
-        ("app.commands.sla", "sla_app", "sla"),
-        ("app.commands.sla", "report_app", "report"),
-        ("app.commands.review", "review_app", "review"),
-        ("app.commands.review", "users_app", "users"),
-        ("app.commands.ops", "policy_app", "policy"),
-        ("app.commands.ops", "audit_app", "audit"),
-        ("app.commands.flows", "flows_app", "flows"),
-    ]
-    for module_name, attribute, name in groups:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        app.add_typer(getattr(module, attribute), name=name)
+    for group, name in (
+        (model_app, "model"),
+        (crm_app, "crm"),
+        (sla_app, "sla"),
+        (report_app, "report"),
+        (review_app, "review"),
+        (users_app, "users"),
+        (policy_app, "policy"),
+        (audit_app, "audit"),
+        (flows_app, "flows"),
+    ):
+        app.add_typer(group, name=name)
 
 
-_mount_optional()
+_mount_groups()
 
 
 def main() -> None:

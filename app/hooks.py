@@ -52,7 +52,9 @@ def _verify(settings: Settings, source_key: str, body: bytes, signature: str | N
     if secret is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no hook configured for {source_key!r}")
     if not signature or not hmac.compare_digest(sign(secret.get_secret_value(), body), signature.strip()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing or wrong {SIGNATURE_HEADER} for {source_key!r}")
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"missing or wrong {SIGNATURE_HEADER} for {source_key!r}"
+        )
 
 
 def _store(request: Request, record: RawRecordIn) -> bool:
@@ -60,14 +62,18 @@ def _store(request: Request, record: RawRecordIn) -> bool:
     factory = request.app.state.session_factory
     with transaction(factory) as session:
         stored = raw.save_batch(
-            session, [record], source=record.source, state={"last_received_at": record.received_at.isoformat()}
+            session,
+            [record],
+            source=record.source,
+            state={"last_received_at": record.received_at.isoformat()},
         )
     return stored == 1
 
 
 def _accepted(source: str, key: str, stored: bool) -> JSONResponse:
     return JSONResponse(
-        {"accepted": True, "duplicate": not stored, "source": source, "key": key}, status_code=status.HTTP_202_ACCEPTED
+        {"accepted": True, "duplicate": not stored, "source": source, "key": key},
+        status_code=status.HTTP_202_ACCEPTED,
     )
 
 
@@ -115,7 +121,9 @@ async def _form(form_id: str, request: Request, signature: str | None) -> JSONRe
     payload = json.dumps(submission.model_dump(mode="json", exclude_none=True), ensure_ascii=False).encode()
     key = submission.submission_id or hashlib.sha256(payload).hexdigest()[:32]
     source = f"hook:form:{form_id}"
-    record = RawRecordIn(source=source, channel=Channel.FORM, external_key=key, payload=payload, received_at=utcnow())
+    record = RawRecordIn(
+        source=source, channel=Channel.FORM, external_key=key, payload=payload, received_at=utcnow()
+    )
     return _accepted(source, key, _store(request, record))
 
 
@@ -126,7 +134,9 @@ async def _chat(chat_source: str, request: Request, signature: str | None) -> JS
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}") from error
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}"
+        ) from error
     try:
         transcript = ChatTranscript.model_validate(data)
     except ValidationError as error:
@@ -135,7 +145,9 @@ async def _chat(chat_source: str, request: Request, signature: str | None) -> JS
     # The same conversation with more messages is a new record (it threads); an identical resend is not.
     key = f"{transcript.conversation_id}:{hashlib.sha256(payload).hexdigest()[:16]}"
     source = f"hook:chat:{chat_source}"
-    record = RawRecordIn(source=source, channel=Channel.CHAT, external_key=key, payload=payload, received_at=utcnow())
+    record = RawRecordIn(
+        source=source, channel=Channel.CHAT, external_key=key, payload=payload, received_at=utcnow()
+    )
     return _accepted(source, key, _store(request, record))
 
 
@@ -148,7 +160,9 @@ def _decode_form(content_type: str, body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}") from error
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}"
+        ) from error
     if not isinstance(data, dict):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: must be a JSON object")
     return data

@@ -66,8 +66,11 @@ class DatabaseCollector(Collector):
             yield from self._stages(session)
 
     def _volumes(self, session: Session) -> Iterator[Metric]:
-        ingested = CounterMetricFamily("triage_records_ingested", "Raw records stored, by channel and outcome.",
-                                       labels=["channel", "outcome"])
+        ingested = CounterMetricFamily(
+            "triage_records_ingested",
+            "Raw records stored, by channel and outcome.",
+            labels=["channel", "outcome"],
+        )
         for channel, status, count in observability.raw_by_channel_status(session):
             ingested.add_metric([channel, status], count)
         yield ingested
@@ -75,14 +78,20 @@ class DatabaseCollector(Collector):
         for lane, count in observability.enquiries_by_lane(session):
             lanes.add_metric([lane], count)
         yield lanes
-        backlog = GaugeMetricFamily("triage_review_backlog", "Review items not done, by queue and status.",
-                                    labels=["queue", "status"])
+        backlog = GaugeMetricFamily(
+            "triage_review_backlog", "Review items not done, by queue and status.", labels=["queue", "status"]
+        )
         for queue, status, count in observability.review_backlog(session):
             backlog.add_metric([queue, status], count)
         yield backlog
-        timers = GaugeMetricFamily("triage_sla_timers", "SLA timers by kind and status (breached included).",
-                                   labels=["kind", "status"])
-        breaches = CounterMetricFamily("triage_sla_breaches", "SLA timers that breached, by kind.", labels=["kind"])
+        timers = GaugeMetricFamily(
+            "triage_sla_timers",
+            "SLA timers by kind and status (breached included).",
+            labels=["kind", "status"],
+        )
+        breaches = CounterMetricFamily(
+            "triage_sla_breaches", "SLA timers that breached, by kind.", labels=["kind"]
+        )
         breached: dict[str, int] = {}
         for kind, status, count in observability.sla_by_status(session):
             timers.add_metric([kind, status], count)
@@ -92,12 +101,17 @@ class DatabaseCollector(Collector):
             breaches.add_metric([kind], count)
         yield timers
         yield breaches
-        crm = GaugeMetricFamily("triage_crm_outbox", "CRM writes by operation and status.", labels=["operation", "status"])
+        crm = GaugeMetricFamily(
+            "triage_crm_outbox", "CRM writes by operation and status.", labels=["operation", "status"]
+        )
         for operation, status, count in observability.outbox_by_status(session):
             crm.add_metric([operation, status], count)
         yield crm
-        yield GaugeMetricFamily("triage_quarantine_open", "Quarantined records not yet replayed.",
-                                value=observability.open_quarantine(session))
+        yield GaugeMetricFamily(
+            "triage_quarantine_open",
+            "Quarantined records not yet replayed.",
+            value=observability.open_quarantine(session),
+        )
 
     def _confidence_and_drift(self, session: Session) -> Iterator[Metric]:
         values = observability.confidences(session)
@@ -105,13 +119,20 @@ class DatabaseCollector(Collector):
         for edge in CONFIDENCE_BUCKETS:
             buckets.append((str(edge), float(sum(1 for v in values if v <= edge))))
         buckets.append(("+Inf", float(len(values))))
-        histogram = HistogramMetricFamily("triage_model_confidence", "Calibrated confidence of the model's decisions.")
+        histogram = HistogramMetricFamily(
+            "triage_model_confidence", "Calibrated confidence of the model's decisions."
+        )
         histogram.add_metric([], buckets=buckets, sum_value=float(sum(values)))
         yield histogram
 
-        drift = GaugeMetricFamily("triage_drift_psi", "Population stability index against the training reference.",
-                                  labels=["kind", "model_version"])
-        alert = GaugeMetricFamily("triage_drift_alert", f"1 when PSI is above {PSI_ALERT}.", labels=["kind", "model_version"])
+        drift = GaugeMetricFamily(
+            "triage_drift_psi",
+            "Population stability index against the training reference.",
+            labels=["kind", "model_version"],
+        )
+        alert = GaugeMetricFamily(
+            "triage_drift_alert", f"1 when PSI is above {PSI_ALERT}.", labels=["kind", "model_version"]
+        )
         for kind, model_version, value in drift_figures(session):
             drift.add_metric([kind, model_version], value)
             alert.add_metric([kind, model_version], 1.0 if value > PSI_ALERT else 0.0)
@@ -120,11 +141,14 @@ class DatabaseCollector(Collector):
 
     def _stages(self, session: Session) -> Iterator[Metric]:
         totals, enquiries = observability.stage_seconds(session)
-        seconds = CounterMetricFamily("triage_stage_seconds", "Processing seconds spent per pipeline stage.",
-                                      labels=["stage"])
-        per_enquiry = GaugeMetricFamily("triage_stage_seconds_per_enquiry",
-                                        "Average processing seconds per enquiry and stage (the cost of an enquiry).",
-                                        labels=["stage"])
+        seconds = CounterMetricFamily(
+            "triage_stage_seconds", "Processing seconds spent per pipeline stage.", labels=["stage"]
+        )
+        per_enquiry = GaugeMetricFamily(
+            "triage_stage_seconds_per_enquiry",
+            "Average processing seconds per enquiry and stage (the cost of an enquiry).",
+            labels=["stage"],
+        )
         for stage, value in sorted(totals.items()):
             seconds.add_metric([stage], value)
             per_enquiry.add_metric([stage], value / enquiries if enquiries else 0.0)
@@ -139,7 +163,9 @@ def drift_figures(session: Session) -> list[tuple[str, str, float]]:
     version = active_version(session)
     if version is None:
         return []
-    provenance: dict[str, Any] = next((v.provenance for v in list_versions(session) if v.version == version), {})
+    provenance: dict[str, Any] = next(
+        (v.provenance for v in list_versions(session) if v.version == version), {}
+    )
     reference = provenance.get("reference") or {}
     since = utcnow() - DRIFT_WINDOW
     figures: list[tuple[str, str, float]] = []
@@ -148,14 +174,21 @@ def drift_figures(session: Session) -> list[tuple[str, str, float]]:
         counts = observability.predicted_intents(session, since=since, model_version=version)
         if counts:
             labels = sorted(label_shares)
-            figures.append(("predicted_class", version, psi([label_shares[l] for l in labels],
-                                                            shares([counts.get(l, 0) for l in labels]))))
+            figures.append(
+                (
+                    "predicted_class",
+                    version,
+                    psi([label_shares[k] for k in labels], shares([counts.get(k, 0) for k in labels])),
+                )
+            )
     confidence = reference.get("confidence_histogram")
     if confidence:
         values = observability.confidences(session, since=since, model_version=version)
         if values:
             edges = confidence["edges"]
-            figures.append(("confidence", version, psi(shares(confidence["counts"]), histogram_shares(values, edges))))
+            figures.append(
+                ("confidence", version, psi(shares(confidence["counts"]), histogram_shares(values, edges)))
+            )
     return figures
 
 

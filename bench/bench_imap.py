@@ -89,64 +89,6 @@ def measure_end_to_end(
     context = runtime.pipeline_context()
     source = ImapSource(server.mailbox(folder=folder, batch_size=batch_size))
     started = time.perf_counter()
-    read_only = sum(len(batch.records) for batch in source.read(None))
-    read_seconds = time.perf_counter() - started
-
-    outcomes = {"enquiry": 0, "skipped": 0, "rejected": 0}
-    cpu_started = _cpu_seconds()
-    started = time.perf_counter()
-    for batch in source.read(None):
-        for record in batch.records:
-            try:
-                enquiry = parse_email(record.payload, source=record.source, received_at=record.received_at)
-            except SkippableError:
-                outcomes["rejected"] += 1
-                continue
-            outcomes["skipped" if enquiry.skip_reason else "enquiry"] += 1
-    parse_seconds = time.perf_counter() - started
-    parse_cpu_seconds = _cpu_seconds() - cpu_started
-    return {
-        "mails": read_only,
-        "read_mails_per_second": round(read_only / read_seconds, 1),
-        "read_parse_mails_per_second": round(sum(outcomes.values()) / parse_seconds, 1),
-        # Per second of this process's own CPU: steadier than wall time on a busy machine.
-        "read_parse_mails_per_cpu_second": round(sum(outcomes.values()) / parse_cpu_seconds, 1),
-        "outcomes": outcomes,
-        "reader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-
-
-def measure_end_to_end(
-    server: DovecotServer, folder: str, batch_size: int, database_url: str
-) -> dict[str, Any]:
-    """Mail in Dovecot → stored enquiries, through the pipeline's own functions; runs in the child."""
-    from config.policy import load_policy
-    from config.settings import DEFAULT_POLICY_DIR
-    from connectors.enrichment import bundled_firmographics
-    from pipeline.intake import ingest_source
-    from pipeline.process import PipelineContext, process_pending
-    from sla.policies import load_policies
-    from sla.service import TimerStart, start_timers
-    from store.common import utcnow
-    from store.db import make_engine, make_session_factory, upgrade_schema
-
-    policies = load_policies()
-
-    def start(session: Any, requests: Any) -> Any:
-        items = [TimerStart(**{f: getattr(r, f) for f in TimerStart.__dataclass_fields__}) for r in requests]
-        return start_timers(session, items, policies, now=utcnow())
-
-    engine = make_engine(database_url)
-    upgrade_schema(engine)
-    factory = make_session_factory(engine)
-    context = PipelineContext(
-        policy=load_policy(DEFAULT_POLICY_DIR),
-        firmographics=bundled_firmographics(),
-        model=None,
-        start_timers=start,
-    )
-    source = ImapSource(server.mailbox(folder=folder, batch_size=batch_size))
-    started = time.perf_counter()
     ingested = ingest_source(factory, source)
     ingest_seconds = time.perf_counter() - started
     processed = process_pending(factory, context, batch_size=batch_size)

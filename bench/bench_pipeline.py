@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,17 +55,20 @@ def corpus(directory: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
     with jsonl_path.open("w", encoding="utf-8") as out:
         for i in range(n - n // 2):
             record = {
-                "submission_id": f"bench-{i}", "form_id": "contact",
+                "submission_id": f"bench-{i}",
+                "form_id": "contact",
                 "submitted_at": (start + timedelta(minutes=i)).isoformat(),
-                "email": f"f{i}@{rng.choice(domains)}", "name": f"Form Person {i}",
-                "message": f"{rng.choice(texts)} (ref {i:06d})", "website": "",
+                "email": f"f{i}@{rng.choice(domains)}",
+                "name": f"Form Person {i}",
+                "message": f"{rng.choice(texts)} (ref {i:06d})",
+                "website": "",
             }
             out.write(json.dumps(record) + "\n")
     return mbox_path, jsonl_path
 
 
 def run_peak(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command: wall seconds, its own peak RSS in MB (wait4, not the maximum of all children), stdout."""
+    """Run a command: wall seconds, its own peak RSS in MB (wait4: this child only), and stdout."""
     started = time.perf_counter()
     process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
@@ -79,7 +82,9 @@ def run_peak(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=10_000, help="enquiries in total (half mail, half forms)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--skip-prefect", action="store_true", help="do not measure Prefect's fixed cost")
@@ -89,8 +94,12 @@ def main() -> None:
         home = Path(tmp) / "home"
         env = {**os.environ, "TRIAGE_HOME": str(home), "PYTHONPATH": str(ROOT)}
         env.pop("TRIAGE_DATABASE_URL", None)
-        setup = [sys.executable, "-c", "from pipeline.jobs import ensure_starter_model; from pipeline.runtime import Runtime;"
-                 " ensure_starter_model(Runtime())"]
+        setup = [
+            sys.executable,
+            "-c",
+            "from pipeline.jobs import ensure_starter_model; from pipeline.runtime import Runtime;"
+            " ensure_starter_model(Runtime())",
+        ]
         train_seconds, _, _ = run_peak(setup, env)
         mbox_path, jsonl_path = corpus(Path(tmp), args.n)
 
@@ -111,20 +120,35 @@ def main() -> None:
             "end_to_end_seconds": round(total, 2),
             "enquiries_per_second": round(args.n / total, 1),
             "peak_mb": max(step["peak_mb"] for step in steps.values()),
-            "run_summary": {k: summary[k] for k in ("enquiries", "duplicates", "quarantined", "automated", "review",
-                                                    "crm_written", "stage_seconds")},
+            "run_summary": {
+                k: summary[k]
+                for k in (
+                    "enquiries",
+                    "duplicates",
+                    "quarantined",
+                    "automated",
+                    "review",
+                    "crm_written",
+                    "stage_seconds",
+                )
+            },
             "starter_model_training_seconds": round(train_seconds, 1),
         }
         if not args.skip_prefect:
             cold, cold_peak, _ = run_peak([*TRIAGE, "run", "--json"], env)
             warm, _, _ = run_peak([*TRIAGE, "run", "--json"], env)
-            result["prefect_fixed_seconds"] = {"first_flow_cold": round(cold, 1), "next_flow": round(warm, 1),
-                                               "peak_mb": round(cold_peak, 1)}
+            result["prefect_fixed_seconds"] = {
+                "first_flow_cold": round(cold, 1),
+                "next_flow": round(warm, 1),
+                "peak_mb": round(cold_peak, 1),
+            }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.n} enquiries: import + run in {result['end_to_end_seconds']} s = "
-          f"{result['enquiries_per_second']} enquiries/s; peak memory {result['peak_mb']} MB")
+    print(
+        f"{args.n} enquiries: import + run in {result['end_to_end_seconds']} s = "
+        f"{result['enquiries_per_second']} enquiries/s; peak memory {result['peak_mb']} MB"
+    )
     for name, step in steps.items():
         print(f"  {name:13s} {step['seconds']:7.2f} s   peak {step['peak_mb']:7.1f} MB")
     print(f"  stages (s): {result['run_summary']['stage_seconds']}")  # type: ignore[index]

@@ -11,14 +11,14 @@ import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, computed_field, model_validator
+from pydantic import BaseModel, Field, SecretStr, computed_field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.imap_settings import ImapMailbox
 from connectors.notify import NotifySettings
 from sla.policies import SlaSettings
-
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "defaults"
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "dev", "development"}
@@ -69,6 +69,36 @@ class WebSettings(BaseModel):
     port: int = 8000
 
 
+class ScheduleSettings(BaseModel):
+    """When each flow runs. Environment: TRIAGE_SCHEDULE__INTAKE_MINUTES=5, TRIAGE_SCHEDULE__TIMEZONE=..."""
+
+    intake_minutes: float = Field(default=1.0, gt=0, description="Minutes between intake runs (each source).")
+    sla_watch_seconds: int = Field(default=60, ge=10, description="Seconds between SLA watch passes.")
+    retrain_cron: str = Field(
+        default="0 2 * * *", description="Cron for the nightly retrain (candidate only)."
+    )
+    report_cron: str = Field(default="0 7 * * 1", description="Cron for the weekly SLA breach report.")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron schedules are read in.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from error
+        return value
+
+    @field_validator("retrain_cron", "report_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} needs five fields: minute hour day-of-month month day-of-week")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything configurable from the environment. Policy lives in YAML files under `policy_dir`."""
 
@@ -82,7 +112,9 @@ class Settings(BaseSettings):
     max_body_chars: int = Field(default=50_000, ge=1_000)
     parse_workers: int = Field(
         default_factory=lambda: min(os.cpu_count() or 1, 4),
-        ge=1, le=32, description="Processes that parse mail in parallel on large runs (1: no pool).",
+        ge=1,
+        le=32,
+        description="Processes that parse mail in parallel on large runs (1: no pool).",
     )
     imap: ImapMailbox | None = None
     mailboxes: list[ImapMailbox] = Field(default_factory=list)
@@ -92,6 +124,7 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     pseudonymisation_key: SecretStr | None = None
 
     @model_validator(mode="after")

@@ -101,7 +101,10 @@ def transcript_to_enquiry(transcript: ChatTranscript, *, source: str, received_a
             "conversation_id": transcript.conversation_id,
             "chat_source": transcript.source or "",
             "message_keys": json.dumps(
-                [[chat_message_key(transcript.conversation_id, m.id), m.sent_at.isoformat(), m.text] for m in messages]
+                [
+                    [chat_message_key(transcript.conversation_id, m.id), m.sent_at.isoformat(), m.text]
+                    for m in messages
+                ]
             ),
         },
     )

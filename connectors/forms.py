@@ -56,7 +56,9 @@ class FormSubmission(BaseModel):
 
 def validation_problems(error: ValidationError) -> str:
     """One line naming each field at fault, for people and for 422 responses."""
-    return "; ".join(f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in error.errors())
+    return "; ".join(
+        f"{'.'.join(str(p) for p in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
+    )
 
 
 def parse_form_payload(payload: bytes) -> FormSubmission:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 _home = Path(os.environ.get("TRIAGE_HOME", ".triage")).resolve()
 os.environ.setdefault("PREFECT_HOME", str(_home / "prefect"))
+# Prefect only warns when its home's parent is missing (a fresh install): make it.
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

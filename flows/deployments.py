@@ -27,12 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from config.settings import Settings
+from config.settings import ScheduleSettings, Settings
 from models.errors import ConfigError, FatalError
 
 if TYPE_CHECKING:
@@ -43,50 +39,9 @@ log = logging.getLogger(__name__)
 HOOKS_DEPLOYMENT = "intake-hooks"
 
 
-class ScheduleSettings(BaseModel):
-    """When each flow runs. Environment: TRIAGE_SCHEDULE__INTAKE_MINUTES=5, TRIAGE_SCHEDULE__TIMEZONE=..."""
-
-    intake_minutes: float = Field(default=1.0, gt=0, description="Minutes between intake runs (each source).")
-    sla_watch_seconds: int = Field(default=60, ge=10, description="Seconds between SLA watch passes.")
-    retrain_cron: str = Field(
-        default="0 2 * * *", description="Cron for the nightly retrain (candidate only)."
-    )
-    report_cron: str = Field(default="0 7 * * 1", description="Cron for the weekly SLA breach report.")
-    timezone: str = Field(default="UTC", description="IANA time zone the cron schedules are read in.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(
-                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
-            ) from error
-        return value
-
-    @field_validator("retrain_cron", "report_cron")
-    @classmethod
-    def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"cron {value!r} needs five fields: minute hour day-of-month month day-of-week")
-        return value
-
-
-class _ScheduleFromEnvironment(BaseSettings):
-    """Reads TRIAGE_SCHEDULE__* until `Settings` carries a `schedule` field itself."""
-
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="ignore")
-
-    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
-
-
 def schedule_settings(settings: Settings) -> ScheduleSettings:
-    """The schedule: `settings.schedule` when the settings have one, else TRIAGE_SCHEDULE__* (or defaults)."""
-    configured = getattr(settings, "schedule", None)
-    if isinstance(configured, ScheduleSettings):
-        return configured
-    return _ScheduleFromEnvironment().schedule
+    """When each flow runs (`TRIAGE_SCHEDULE__*`)."""
+    return settings.schedule
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,18 @@ retriable errors are retried; everything a re-run could double is keyed in the d
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any
 
 from prefect import flow, task
-from prefect.tasks import Task, TaskRun
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import Task
 
 from config.settings import Settings
 from models.errors import RetriableError
 from pipeline import jobs
+from pipeline.intake import IngestSummary
+from pipeline.process import ProcessSummary
 from pipeline.runtime import Runtime
 
 
@@ -25,18 +28,22 @@ def retry_only_retriable(_task: Task[Any, Any], _run: TaskRun, state: State[Any]
         state.result()
     except RetriableError:
         return True
-    except Exception:  # noqa: BLE001 - anything else is not worth retrying
+    except Exception:
         return False
     return False
 
 
-@task(name="read-sources", retries=3, retry_delay_seconds=[10, 60, 300], retry_condition_fn=retry_only_retriable)
+@task(
+    name="read-sources", retries=3, retry_delay_seconds=[10, 60, 300], retry_condition_fn=retry_only_retriable
+)
 def read_sources_task(sources: list[str] | None) -> list[dict[str, Any]]:
     summaries = jobs.read_configured_sources(Runtime(Settings()), sources)
     return [vars(item) for item in summaries]
 
 
-@task(name="process-pending", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_only_retriable)
+@task(
+    name="process-pending", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_only_retriable
+)
 def process_task() -> dict[str, Any]:
     return jobs.process(Runtime(Settings())).as_dict()
 
@@ -51,31 +58,27 @@ def intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
     """One pass: sources (all configured, or those named) → raw records → enquiries → CRM.
 
     Processing takes every pending record, whichever source or web hook stored it; row locks let
-    several deployments (one per mailbox) run this at once on PostgreSQL.
+    several deployments (one per mailbox) run this at once on PostgreSQL. Returns the same summary
+    as `triage run --direct`, and records it for `triage status` and /metrics.
     """
     ingests = read_sources_task(sources)
     processed = process_task()
     crm = sync_crm_task()
-    return {"ingests": ingests, "processed": processed, "crm": crm}
-
-
-def run_intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
-    """Run the flow and return the same summary as `triage run --direct`."""
-    from collections import Counter
-
-    from pipeline.intake import IngestSummary
-    from pipeline.process import ProcessSummary
-
-    result = intake_flow(sources)
-    processed = ProcessSummary(
-        processed=result["processed"]["processed"],
-        outcomes=Counter(result["processed"]["outcomes"]),
-        lanes=Counter(result["processed"]["lanes"]),
-        spam_discarded=result["processed"]["spam_discarded"],
-        timers_started=result["processed"]["timers_started"],
-        review_items=result["processed"]["review_items"],
-        audit_rows=result["processed"]["audit_rows"],
-        stage_seconds=Counter(result["processed"]["stage_seconds"]),
+    runtime = Runtime(Settings())
+    summary = jobs.run_summary(
+        runtime,
+        [IngestSummary(**item) for item in ingests],
+        ProcessSummary(
+            processed=processed["processed"],
+            outcomes=Counter(processed["outcomes"]),
+            lanes=Counter(processed["lanes"]),
+            spam_discarded=processed["spam_discarded"],
+            timers_started=processed["timers_started"],
+            review_items=processed["review_items"],
+            audit_rows=processed["audit_rows"],
+            stage_seconds=defaultdict(float, processed["stage_seconds"]),
+        ),
+        crm,
     )
-    ingests = [IngestSummary(**item) for item in result["ingests"]]
-    return jobs.run_summary(Runtime(Settings()), ingests, processed, result["crm"])
+    jobs.record_flow_run(runtime, "intake", summary)
+    return summary

@@ -62,12 +62,15 @@ def decide(
         if prediction.abstained:
             lane = _towards_people(lane, Lane(policy.lanes.abstain_lane))
             reasons.append(
-                f"model abstained: confidence {prediction.confidence:.2f} below threshold {prediction.threshold:.2f}"
+                f"model abstained: confidence {prediction.confidence:.2f}"
+                f" < threshold {prediction.threshold:.2f}"
             )
         arr = enrichment.arr_estimate
         if arr is not None and arr >= policy.lanes.arr_review_threshold_usd:
             lane = _towards_people(lane, Lane.HYBRID)
-            reasons.append(f"estimated ARR {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}")
+            reasons.append(
+                f"estimated ARR {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}"
+            )
     if paused_reason is not None:
         lane = _towards_people(lane, Lane(policy.lanes.paused_lane))
         reasons.append(f"automation paused: {paused_reason}")

@@ -22,8 +22,13 @@ def enrich(enquiry: EnquiryIn, firmographics: Firmographics, policy: LanePolicy)
     domain = sender_domain(enquiry.sender_email)
     if domain is None:
         return Enrichment(
-            domain=None, free_mail=False, company=enquiry.company_hint, industry=None, employees=None,
-            arr_estimate=None, segment="unknown",
+            domain=None,
+            free_mail=False,
+            company=enquiry.company_hint,
+            industry=None,
+            employees=None,
+            arr_estimate=None,
+            segment="unknown",
         )
     free_mail = firmographics.is_free_mail(domain)
     company = None if free_mail else firmographics.company(domain)
@@ -31,7 +36,7 @@ def enrich(enquiry: EnquiryIn, firmographics: Firmographics, policy: LanePolicy)
     segment = segment_for(employees, policy)
     arr = None
     if employees is not None and segment in policy.arr_per_employee_usd:
-        arr = round(employees * policy.arr_per_employee_usd[segment], 2)  # type: ignore[index]
+        arr = round(employees * policy.arr_per_employee_usd[segment], 2)
     return Enrichment(
         domain=domain,
         free_mail=free_mail,

@@ -35,7 +35,9 @@ DEMO_FILES: tuple[tuple[str, Channel], ...] = (
 Progress = Callable[[int], None]
 
 
-def import_path(runtime: Runtime, path: Path, channel: Channel, *, on_batch: Progress | None = None) -> IngestSummary:
+def import_path(
+    runtime: Runtime, path: Path, channel: Channel, *, on_batch: Progress | None = None
+) -> IngestSummary:
     """Store the records of a file or folder as raw records (processing happens in `run`)."""
     return ingest_source(runtime.factory, file_source(path, channel), on_batch=on_batch)
 
@@ -71,7 +73,10 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
     crm = runtime.settings.crm
     try:
         summary = drain_outbox(
-            runtime.factory, runtime.crm_backend(), batch_size=crm.batch_size, max_attempts=crm.max_attempts,
+            runtime.factory,
+            runtime.crm_backend(),
+            batch_size=crm.batch_size,
+            max_attempts=crm.max_attempts,
             backoff_seconds=crm.backoff_seconds,
         )
     except FatalError as error:
@@ -186,7 +191,10 @@ def ensure_starter_model(runtime: Runtime) -> str:
     result = train_model(frame, labels)
     with transaction(runtime.factory) as session:
         version = register_candidate(
-            session, runtime.settings.home, result, trained_by="triage demo",
+            session,
+            runtime.settings.home,
+            result,
+            trained_by="triage demo",
             data_description="bundled starter training set (models/starter_data/train.csv)",
         )
         promote(session, version, approved_by=f"{getpass.getuser()} (triage demo)")

@@ -39,10 +39,16 @@ class RawPayload(NamedTuple):
 def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
     channel = Channel(item.channel)
     if channel is Channel.EMAIL:
-        return parse_email(item.payload, source=item.source, received_at=item.received_at, max_body_chars=max_body_chars)
+        return parse_email(
+            item.payload, source=item.source, received_at=item.received_at, max_body_chars=max_body_chars
+        )
     if channel is Channel.FORM:
-        return form_to_enquiry(parse_form_payload(item.payload), source=item.source, received_at=item.received_at)
-    return transcript_to_enquiry(parse_chat_payload(item.payload), source=item.source, received_at=item.received_at)
+        return form_to_enquiry(
+            parse_form_payload(item.payload), source=item.source, received_at=item.received_at
+        )
+    return transcript_to_enquiry(
+        parse_chat_payload(item.payload), source=item.source, received_at=item.received_at
+    )
 
 
 def normalise_chunk(items: list[RawPayload], max_body_chars: int) -> list[EnquiryIn | str]:
@@ -61,7 +67,7 @@ def is_reply_subject(subject: str) -> bool:
 
 
 def normalise_subject(subject: str) -> str:
-    """Subject without reply/forward prefixes, whitespace collapsed, lower case: the threading fallback key."""
+    """Subject without reply/forward prefixes, whitespace collapsed, lower case: the fallback thread key."""
     return _WHITESPACE.sub(" ", _REPLY_PREFIX.sub("", subject)).strip().lower()[:300]
 
 

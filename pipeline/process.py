@@ -12,7 +12,7 @@ import json
 import logging
 import multiprocessing
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
@@ -38,7 +38,7 @@ from pipeline.normalise import (
 )
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
-from store.common import utcnow
+from store.common import lock_keys, utcnow
 from store.db import transaction
 from store.tables import RawRecord
 
@@ -103,7 +103,7 @@ class ProcessSummary:
     review_items: int = 0
     audit_rows: int = 0
     batches: int = 0
-    stage_seconds: Counter[str] = field(default_factory=Counter)
+    stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,7 +138,9 @@ def process_pending(
             if pending >= PARALLEL_PARSE_MINIMUM:
                 # forkserver, not fork: a flow run has threads, and forking a threaded process can deadlock.
                 context.parse_pool = stack.enter_context(
-                    ProcessPoolExecutor(context.parse_workers, mp_context=multiprocessing.get_context("forkserver"))
+                    ProcessPoolExecutor(
+                        context.parse_workers, mp_context=multiprocessing.get_context("forkserver")
+                    )
                 )
         try:
             while max_batches is None or summary.batches < max_batches:
@@ -212,7 +214,9 @@ class _Threads:
             self.by_message_key.setdefault(e.message_key, new.enquiry_id)
         if e.thread_key:
             self.by_thread_key.setdefault(e.thread_key, new.enquiry_id)
-            self.chat_keys[new.enquiry_id] = {item[0] for item in json.loads(e.attributes.get("message_keys", "[]"))}
+            self.chat_keys[new.enquiry_id] = {
+                item[0] for item in json.loads(e.attributes.get("message_keys", "[]"))
+            }
         if e.sender_email:
             self.by_sender_subject[(e.sender_email, new.subject_norm)] = new.enquiry_id
 
@@ -240,6 +244,13 @@ def process_batch(
     started = time.perf_counter()
 
     digests = {id(record): content_hash(enquiry) for record, enquiry in normalised}
+    lock_keys(
+        session,
+        [
+            *digests.values(),
+            *(key for _, e in normalised for key in (e.message_key, e.thread_key, *e.in_reply_to) if key),
+        ],
+    )
     seen = enquiry_store.seen_content(session, digests.values())
     threads = _Threads(session, normalised)
     new: list[_NewEnquiry] = []
@@ -265,7 +276,9 @@ def process_batch(
             _set_status(record, RawStatus.THREADED, f"follow-up of enquiry {target}", enquiry_id=target)
             summary.outcomes[RawStatus.THREADED.value] += 1
             continue
-        item = _NewEnquiry(record, enquiry, enquiry_id_for(record), digest, normalise_subject(enquiry.subject))
+        item = _NewEnquiry(
+            record, enquiry, enquiry_id_for(record), digest, normalise_subject(enquiry.subject)
+        )
         threads.opened(item)
         new.append(item)
 
@@ -289,33 +302,47 @@ def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Thr
             known.add(key)
             rows.append(
                 {
-                    "enquiry_id": target, "direction": "inbound", "author": enquiry.sender_email or enquiry.sender_name,
-                    "message_key": key, "content_hash": digest, "body": text,
+                    "enquiry_id": target,
+                    "direction": "inbound",
+                    "author": enquiry.sender_email or enquiry.sender_name,
+                    "message_key": key,
+                    "content_hash": digest,
+                    "body": text,
                     "sent_at": datetime.fromisoformat(sent_at),
                 }
             )
         return rows
     return [
         {
-            "enquiry_id": target, "direction": "inbound", "author": enquiry.sender_email,
-            "message_key": enquiry.message_key, "content_hash": digest, "body": enquiry.body,
+            "enquiry_id": target,
+            "direction": "inbound",
+            "author": enquiry.sender_email,
+            "message_key": enquiry.message_key,
+            "content_hash": digest,
+            "body": enquiry.body,
             "sent_at": enquiry.received_at,
         }
     ]
 
 
-def _set_status(record: RawRecord, status: RawStatus, reason: str | None, *, enquiry_id: str | None = None) -> None:
+def _set_status(
+    record: RawRecord, status: RawStatus, reason: str | None, *, enquiry_id: str | None = None
+) -> None:
     record.status = status.value
     record.status_reason = reason
     if enquiry_id is not None:
         record.enquiry_id = enquiry_id
 
 
-def _classify(new: list[_NewEnquiry], enrichments: list[Enrichment], model: Classifier | None) -> list[Prediction]:
+def _classify(
+    new: list[_NewEnquiry], enrichments: list[Enrichment], model: Classifier | None
+) -> list[Prediction]:
     if model is None:
         # No active model yet: nothing is automated, people see everything.
         return [
-            Prediction(intent="other", confidence=0.0, threshold=1.0, abstained=True, model_version=NO_MODEL_VERSION)
+            Prediction(
+                intent="other", confidence=0.0, threshold=1.0, abstained=True, model_version=NO_MODEL_VERSION
+            )
             for _ in new
         ]
     return model.predict(feature_frame(new, enrichments))
@@ -361,7 +388,9 @@ def _open_enquiries(
     started = time.perf_counter()
     enquiry_rows = [
         _enquiry_row(item, enrichment, prediction, decision, now)
-        for item, enrichment, prediction, decision in zip(new, enrichments, predictions, decisions, strict=True)
+        for item, enrichment, prediction, decision in zip(
+            new, enrichments, predictions, decisions, strict=True
+        )
     ]
     enquiry_store.add_enquiries(session, enquiry_rows)
     for item in new:
@@ -379,8 +408,12 @@ def _open_enquiries(
             session,
             [
                 {
-                    "enquiry_id": item.enquiry_id, "model_version": p.model_version, "intent": p.intent,
-                    "confidence": p.confidence, "abstained": p.abstained, "created_at": now,
+                    "enquiry_id": item.enquiry_id,
+                    "model_version": p.model_version,
+                    "intent": p.intent,
+                    "confidence": p.confidence,
+                    "abstained": p.abstained,
+                    "created_at": now,
                 }
                 for item, p in zip(new, shadow_predictions, strict=True)
             ],
@@ -390,8 +423,12 @@ def _open_enquiries(
         session,
         [
             TimerRequest(
-                enquiry_id=item.enquiry_id, received_at=item.enquiry.received_at, priority=decision.priority,
-                intent=decision.intent, channel=item.enquiry.channel.value, queue=decision.queue,
+                enquiry_id=item.enquiry_id,
+                received_at=item.enquiry.received_at,
+                priority=decision.priority,
+                intent=decision.intent,
+                channel=item.enquiry.channel.value,
+                queue=decision.queue,
                 segment=enrichment.segment,
             )
             for item, enrichment, decision in zip(new, enrichments, decisions, strict=True)
@@ -409,22 +446,36 @@ def _open_enquiries(
         if to_people:
             review_rows.append(
                 {
-                    "enquiry_id": item.enquiry_id, "lane": decision.lane.value, "queue": decision.queue,
-                    "status": "open", "due_at": due.get(item.enquiry_id), "created_at": now,
+                    "enquiry_id": item.enquiry_id,
+                    "lane": decision.lane.value,
+                    "queue": decision.queue,
+                    "status": "open",
+                    "due_at": due.get(item.enquiry_id),
+                    "created_at": now,
                 }
             )
         if decision.intent not in policy.lanes.no_lead_intents:
             outbox_rows.append(
-                {"idempotency_key": f"lead:{item.enquiry_id}", "enquiry_id": item.enquiry_id,
-                 "operation": "upsert_lead", "payload": lead_payload(row, item.enquiry, decision.policy_version)}
+                {
+                    "idempotency_key": f"lead:{item.enquiry_id}",
+                    "enquiry_id": item.enquiry_id,
+                    "operation": "upsert_lead",
+                    "payload": lead_payload(row, item.enquiry, decision.policy_version),
+                }
             )
             if to_people:
                 outbox_rows.append(
-                    {"idempotency_key": f"task:{item.enquiry_id}", "enquiry_id": item.enquiry_id,
-                     "operation": "create_task", "payload": task_payload(row, due.get(item.enquiry_id))}
+                    {
+                        "idempotency_key": f"task:{item.enquiry_id}",
+                        "enquiry_id": item.enquiry_id,
+                        "operation": "create_task",
+                        "payload": task_payload(row, due.get(item.enquiry_id)),
+                    }
                 )
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
-    summary.leads_queued += outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "upsert_lead"])
+    summary.leads_queued += outbox.enqueue(
+        session, [r for r in outbox_rows if r["operation"] == "upsert_lead"]
+    )
     outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "create_task"])
     summary.stage_seconds["persist"] += time.perf_counter() - started
 
@@ -465,10 +516,18 @@ def _enquiry_row(
 
 def _audit_row(enquiry_id: str, decision: Decision, now: datetime) -> dict[str, Any]:
     return {
-        "enquiry_id": enquiry_id, "created_at": now, "actor": "system", "kind": "triage",
-        "lane": decision.lane.value, "intent": decision.intent, "queue": decision.queue,
-        "priority": decision.priority, "confidence": decision.confidence, "task": decision.task,
-        "reasons": list(decision.reasons), "policy_version": decision.policy_version,
+        "enquiry_id": enquiry_id,
+        "created_at": now,
+        "actor": "system",
+        "kind": "triage",
+        "lane": decision.lane.value,
+        "intent": decision.intent,
+        "queue": decision.queue,
+        "priority": decision.priority,
+        "confidence": decision.confidence,
+        "task": decision.task,
+        "reasons": list(decision.reasons),
+        "policy_version": decision.policy_version,
         "model_version": decision.model_version,
     }
 

@@ -65,8 +65,13 @@ class Runtime:
         def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
             items = [
                 TimerStart(
-                    enquiry_id=r.enquiry_id, received_at=r.received_at, priority=r.priority, intent=r.intent,
-                    channel=r.channel, queue=r.queue, segment=r.segment,
+                    enquiry_id=r.enquiry_id,
+                    received_at=r.received_at,
+                    priority=r.priority,
+                    intent=r.intent,
+                    channel=r.channel,
+                    queue=r.queue,
+                    segment=r.segment,
                 )
                 for r in requests
             ]

@@ -23,11 +23,24 @@ def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterat
         statement = statement.where(DecisionRow.created_at >= since)
     for row, email, phone, channel in session.execute(statement):
         yield {
-            "record": "decision", "id": row.id, "created_at": row.created_at.isoformat(),
-            "enquiry_id": row.enquiry_id, "channel": channel, "sender_email": email, "sender_phone": phone,
-            "actor": row.actor, "kind": row.kind, "lane": row.lane, "intent": row.intent, "queue": row.queue,
-            "priority": row.priority, "confidence": row.confidence, "task": row.task, "reasons": row.reasons,
-            "policy_version": row.policy_version, "model_version": row.model_version,
+            "record": "decision",
+            "id": row.id,
+            "created_at": row.created_at.isoformat(),
+            "enquiry_id": row.enquiry_id,
+            "channel": channel,
+            "sender_email": email,
+            "sender_phone": phone,
+            "actor": row.actor,
+            "kind": row.kind,
+            "lane": row.lane,
+            "intent": row.intent,
+            "queue": row.queue,
+            "priority": row.priority,
+            "confidence": row.confidence,
+            "task": row.task,
+            "reasons": row.reasons,
+            "policy_version": row.policy_version,
+            "model_version": row.model_version,
         }
 
 
@@ -42,8 +55,18 @@ def iter_corrections(session: Session, *, since: datetime | None = None) -> Iter
         statement = statement.where(Correction.created_at >= since)
     for row, email, phone, channel in session.execute(statement):
         yield {
-            "record": "correction", "id": row.id, "created_at": row.created_at.isoformat(),
-            "enquiry_id": row.enquiry_id, "channel": channel, "sender_email": email, "sender_phone": phone,
-            "actor": row.corrected_by, "kind": "correction", "intent": row.intent, "queue": row.queue,
-            "priority": row.priority, "previous": row.previous, "model_version": row.model_version,
+            "record": "correction",
+            "id": row.id,
+            "created_at": row.created_at.isoformat(),
+            "enquiry_id": row.enquiry_id,
+            "channel": channel,
+            "sender_email": email,
+            "sender_phone": phone,
+            "actor": row.corrected_by,
+            "kind": "correction",
+            "intent": row.intent,
+            "queue": row.queue,
+            "priority": row.priority,
+            "previous": row.previous,
+            "model_version": row.model_version,
         }

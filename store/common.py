@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,16 +30,44 @@ def insert_ignore(
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    core_table = table.__table__
-    key_columns = [core_table.c[name] for name in conflict]  # type: ignore[attr-defined]
-    statement = insert(core_table).on_conflict_do_nothing(index_elements=list(conflict)).returning(*key_columns)
+    core_table = cast(sa.Table, table.__table__)
+    key_columns = [core_table.c[name] for name in conflict]
+    statement = (
+        insert(core_table).on_conflict_do_nothing(index_elements=list(conflict)).returning(*key_columns)
+    )
     # Core, not the ORM's bulk path: several times faster for thousands of rows. RETURNING with
     # executemany ("insertmanyvalues") reports exactly the rows that went in.
     return len(session.connection().execute(statement, list(rows)).all())
 
 
 def for_update_skip_locked(statement: sa.Select[Any], session: Session) -> sa.Select[Any]:
-    """Lock the selected rows so another worker skips them (PostgreSQL); SQLite has one writer anyway."""
+    """Make a claim query safe with several workers.
+
+    PostgreSQL: lock the selected rows so another worker skips them. SQLite has no row locks, and a
+    plain SELECT takes no lock, so two processes could claim the same rows: take the database's
+    write lock first (a no-op UPDATE does) and the second claimant waits for the first to commit.
+    """
     if session.get_bind().dialect.name == "postgresql":
         return statement.with_for_update(skip_locked=True)
+    session.execute(sa.text("UPDATE flags SET key = key WHERE 0"))
     return statement
+
+
+def lock_keys(session: Session, keys: Iterable[str]) -> None:
+    """Serialise work on the same natural keys across workers until this transaction ends.
+
+    Two workers deduplicating copies of one mail (stored by two mailboxes) would each miss the other's
+    uncommitted enquiry; a transaction-scoped advisory lock per key makes the second wait and then see
+    it. Keys are locked in sorted order so two workers cannot deadlock. SQLite has one writer already.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ordered = sorted(set(keys))
+    if ordered:
+        session.execute(
+            sa.text(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) "
+                "FROM (SELECT unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered_keys"
+            ),
+            {"keys": ordered},
+        )

@@ -27,7 +27,9 @@ def seen_content(session: Session, content_hashes: Iterable[str]) -> set[tuple[s
         return set()
     found: set[tuple[str | None, str]] = set()
     for model in (Enquiry, EnquiryMessage):
-        rows = session.execute(sa.select(model.message_key, model.content_hash).where(model.content_hash.in_(hashes)))
+        rows = session.execute(
+            sa.select(model.message_key, model.content_hash).where(model.content_hash.in_(hashes))
+        )
         found.update((key, digest) for key, digest in rows if digest is not None)
     return found
 
@@ -41,7 +43,9 @@ def enquiries_by_message_key(session: Session, keys: Iterable[str]) -> dict[str,
     rows = session.execute(sa.select(Enquiry.message_key, Enquiry.id).where(Enquiry.message_key.in_(wanted)))
     found.update({key: enquiry_id for key, enquiry_id in rows if key})
     rows = session.execute(
-        sa.select(EnquiryMessage.message_key, EnquiryMessage.enquiry_id).where(EnquiryMessage.message_key.in_(wanted))
+        sa.select(EnquiryMessage.message_key, EnquiryMessage.enquiry_id).where(
+            EnquiryMessage.message_key.in_(wanted)
+        )
     )
     for key, enquiry_id in rows:
         if key:
@@ -55,13 +59,17 @@ def enquiries_by_thread_key(session: Session, keys: Iterable[str]) -> dict[str, 
     if not wanted:
         return {}
     rows = session.execute(
-        sa.select(Enquiry.thread_key, Enquiry.id).where(Enquiry.thread_key.in_(wanted)).order_by(Enquiry.received_at.desc())
+        sa.select(Enquiry.thread_key, Enquiry.id)
+        .where(Enquiry.thread_key.in_(wanted))
+        .order_by(Enquiry.received_at.desc())
     )
     return {key: enquiry_id for key, enquiry_id in rows if key}
 
 
-def enquiries_by_sender_subject(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """(sender, normalised subject) → that sender's latest enquiry with the subject: the threading fallback."""
+def enquiries_by_sender_subject(
+    session: Session, pairs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """(sender, normalised subject) → the sender's latest enquiry with that subject (threading fallback)."""
     wanted = list(set(pairs))
     if not wanted:
         return {}
@@ -85,11 +93,15 @@ def known_chat_keys(session: Session, enquiry_ids: Iterable[str]) -> dict[str, s
     result: dict[str, set[str]] = {enquiry_id: set() for enquiry_id in ids}
     if not ids:
         return result
-    for enquiry_id, attributes in session.execute(sa.select(Enquiry.id, Enquiry.attributes).where(Enquiry.id.in_(ids))):
+    for enquiry_id, attributes in session.execute(
+        sa.select(Enquiry.id, Enquiry.attributes).where(Enquiry.id.in_(ids))
+    ):
         keys = json.loads(attributes.get("message_keys", "[]"))
         result[enquiry_id].update(item[0] for item in keys)
     rows = session.execute(
-        sa.select(EnquiryMessage.enquiry_id, EnquiryMessage.message_key).where(EnquiryMessage.enquiry_id.in_(ids))
+        sa.select(EnquiryMessage.enquiry_id, EnquiryMessage.message_key).where(
+            EnquiryMessage.enquiry_id.in_(ids)
+        )
     )
     for enquiry_id, key in rows:
         if key:
@@ -103,13 +115,13 @@ def add_enquiries(session: Session, rows: Sequence[dict[str, Any]]) -> int:
 
 def add_messages(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.connection().execute(sa.insert(EnquiryMessage.__table__), list(rows))
+        session.connection().execute(sa.insert(EnquiryMessage), list(rows))
 
 
 def add_decisions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Append audit rows; the table is never updated or deleted from."""
     if rows:
-        session.connection().execute(sa.insert(DecisionRow.__table__), list(rows))
+        session.connection().execute(sa.insert(DecisionRow), list(rows))
 
 
 def add_shadow_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -130,13 +142,16 @@ def _count(session: Session, statement: sa.Select[Any]) -> int:
 
 def totals(session: Session) -> dict[str, Any]:
     """Counts across the whole database, for summaries and status screens."""
-    lanes = dict(session.execute(sa.select(Enquiry.lane, sa.func.count()).group_by(Enquiry.lane)).all())
+    rows = session.execute(sa.select(Enquiry.lane, sa.func.count()).group_by(Enquiry.lane))
+    lanes: dict[str, int] = {str(lane): int(count) for lane, count in rows}
     return {
         "enquiries": sum(int(v) for v in lanes.values()),
         "lanes": {str(k): int(v) for k, v in lanes.items()},
         "spam_discarded": _count(
             session,
-            sa.select(sa.func.count()).select_from(Enquiry).where(Enquiry.intent == "spam", Enquiry.lane == "automate"),
+            sa.select(sa.func.count())
+            .select_from(Enquiry)
+            .where(Enquiry.intent == "spam", Enquiry.lane == "automate"),
         ),
         "threaded_messages": _count(session, sa.select(sa.func.count()).select_from(EnquiryMessage)),
         "audit_rows": _count(session, sa.select(sa.func.count()).select_from(DecisionRow)),

@@ -27,7 +27,12 @@ def enquiries_by_lane(session: Session) -> list[tuple[str, int]]:
 
 
 def review_backlog(session: Session) -> list[tuple[str, str, int]]:
-    return [(q, s, int(n)) for q, s, n in grouped(session, ReviewItem.queue, ReviewItem.status, where=ReviewItem.status != "done")]
+    return [
+        (q, s, int(n))
+        for q, s, n in grouped(
+            session, ReviewItem.queue, ReviewItem.status, where=ReviewItem.status != "done"
+        )
+    ]
 
 
 def sla_by_status(session: Session) -> list[tuple[str, str, int]]:
@@ -43,7 +48,9 @@ def open_quarantine(session: Session) -> int:
     return int(session.scalar(statement) or 0)
 
 
-def confidences(session: Session, *, since: datetime | None = None, model_version: str | None = None) -> list[float]:
+def confidences(
+    session: Session, *, since: datetime | None = None, model_version: str | None = None
+) -> list[float]:
     statement = sa.select(Enquiry.confidence).where(Enquiry.model_version != "rule:honeypot")
     if since is not None:
         statement = statement.where(Enquiry.created_at >= since)
@@ -52,7 +59,9 @@ def confidences(session: Session, *, since: datetime | None = None, model_versio
     return [float(value) for value in session.scalars(statement)]
 
 
-def predicted_intents(session: Session, *, since: datetime | None = None, model_version: str | None = None) -> dict[str, int]:
+def predicted_intents(
+    session: Session, *, since: datetime | None = None, model_version: str | None = None
+) -> dict[str, int]:
     conditions = [Enquiry.model_version != "rule:honeypot"]
     if since is not None:
         conditions.append(Enquiry.created_at >= since)

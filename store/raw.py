@@ -14,7 +14,9 @@ from store.common import for_update_skip_locked, insert_ignore, utcnow
 from store.tables import Quarantine, RawRecord, SourceCheckpoint
 
 
-def save_batch(session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any]) -> int:
+def save_batch(
+    session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any]
+) -> int:
     """Store records not seen before and move the source's checkpoint, in the caller's transaction."""
     now = utcnow()
     rows = [
@@ -55,13 +57,18 @@ def checkpoints(session: Session) -> list[SourceCheckpoint]:
 def claim_pending(session: Session, *, limit: int) -> list[RawRecord]:
     """The oldest pending records, locked so a second worker takes the next ones (PostgreSQL)."""
     statement = (
-        sa.select(RawRecord).where(RawRecord.status == RawStatus.PENDING.value).order_by(RawRecord.id).limit(limit)
+        sa.select(RawRecord)
+        .where(RawRecord.status == RawStatus.PENDING.value)
+        .order_by(RawRecord.id)
+        .limit(limit)
     )
     return list(session.scalars(for_update_skip_locked(statement, session)))
 
 
 def count_pending(session: Session) -> int:
-    statement = sa.select(sa.func.count()).select_from(RawRecord).where(RawRecord.status == RawStatus.PENDING.value)
+    statement = (
+        sa.select(sa.func.count()).select_from(RawRecord).where(RawRecord.status == RawStatus.PENDING.value)
+    )
     return int(session.scalar(statement) or 0)
 
 
@@ -78,7 +85,9 @@ def quarantine(session: Session, record: RawRecord, reason: str, *, now: datetim
         existing.replayed_at = None
 
 
-def list_quarantine(session: Session, *, limit: int = 100, include_replayed: bool = False) -> list[tuple[Quarantine, RawRecord]]:
+def list_quarantine(
+    session: Session, *, limit: int = 100, include_replayed: bool = False
+) -> list[tuple[Quarantine, RawRecord]]:
     statement = sa.select(Quarantine, RawRecord).join(RawRecord, RawRecord.id == Quarantine.raw_id)
     if not include_replayed:
         statement = statement.where(Quarantine.replayed_at.is_(None))
@@ -112,7 +121,9 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     """Raw records by channel and status: the books every run must balance."""
     result: dict[str, dict[str, int]] = {}
     rows = session.execute(
-        sa.select(RawRecord.channel, RawRecord.status, sa.func.count()).group_by(RawRecord.channel, RawRecord.status)
+        sa.select(RawRecord.channel, RawRecord.status, sa.func.count()).group_by(
+            RawRecord.channel, RawRecord.status
+        )
     )
     for channel, status, count in rows:
         result.setdefault(channel, {})[status] = int(count)

@@ -53,7 +53,9 @@ def form_json(**overrides: Any) -> bytes:
     return json.dumps({k: v for k, v in record.items() if v is not ...}).encode()
 
 
-def chat_json(conversation_id: str = "c-1", texts: tuple[str, ...] = ("Hi, do you integrate with HubSpot?",)) -> bytes:
+def chat_json(
+    conversation_id: str = "c-1", texts: tuple[str, ...] = ("Hi, do you integrate with HubSpot?",)
+) -> bytes:
     messages = [{"id": "m0", "author": "bot", "sent_at": T0.isoformat(), "text": "Hi! How can we help?"}]
     for index, text in enumerate(texts, start=1):
         sent = T0 + timedelta(minutes=index)

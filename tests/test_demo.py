@@ -18,7 +18,12 @@ def triage(home: Path, *args: str) -> dict[str, object]:
     env.pop("TRIAGE_DATABASE_URL", None)
     env.pop("PREFECT_API_URL", None)
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     data: dict[str, object] = json.loads(result.stdout)
@@ -61,7 +66,9 @@ def _spam_in_review(home: Path) -> int:
     engine = make_engine(f"sqlite:///{home / 'triage.db'}")
     with engine.connect() as connection:
         count = connection.scalar(
-            sa.select(sa.func.count()).select_from(Enquiry).where(Enquiry.intent == "spam", Enquiry.lane != "automate")
+            sa.select(sa.func.count())
+            .select_from(Enquiry)
+            .where(Enquiry.intent == "spam", Enquiry.lane != "automate")
         )
     engine.dispose()
     return int(count or 0)

@@ -21,8 +21,12 @@ from rich.table import Table
 
 from models.errors import ConfigError
 
-policy_app = typer.Typer(help="The decision matrix: which tasks may be automated, scored and owned.", no_args_is_help=True)
-audit_app = typer.Typer(help="Export the audit trail (decisions and corrections) for review.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="The decision matrix: which tasks may be automated, scored and owned.", no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="Export the audit trail (decisions and corrections) for review.", no_args_is_help=True
+)
 console = Console(stderr=True)
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
@@ -32,8 +36,12 @@ PII_FIELDS = ("sender_email", "sender_phone")
 
 @policy_app.command("score")
 def policy_score(
-    scores: Annotated[str, typer.Argument(help="Comma-separated scores, 1-5 each, in the matrix's criteria order.")],
-    matrix: Annotated[str, typer.Option(help="marketing4 (4 criteria, 5 = safest) or risk6 (6 criteria, 5 = riskiest).")],
+    scores: Annotated[
+        str, typer.Argument(help="Comma-separated scores, 1-5 each, in the matrix's criteria order.")
+    ],
+    matrix: Annotated[
+        str, typer.Option(help="marketing4 (4 criteria, 5 = safest) or risk6 (6 criteria, 5 = riskiest).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a task on a decision matrix: prints the sum and the lane it falls in."""
@@ -45,8 +53,16 @@ def policy_score(
         raise ConfigError(f"scores must be whole numbers separated by commas, got {scores!r}") from error
     total, lane = score_matrix(matrix, values)
     if as_json:
-        typer.echo(json.dumps({"matrix": matrix, "scores": dict(zip(MATRIX_CRITERIA[matrix], values, strict=True)),
-                               "sum": total, "lane": lane}))
+        typer.echo(
+            json.dumps(
+                {
+                    "matrix": matrix,
+                    "scores": dict(zip(MATRIX_CRITERIA[matrix], values, strict=True)),
+                    "sum": total,
+                    "lane": lane,
+                }
+            )
+        )
     else:
         typer.echo(f"{matrix}: sum {total} → {lane}")
 
@@ -60,9 +76,15 @@ def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     policy = load_policy(Settings().policy_dir)
     rows = [
         {
-            "task": name, "matrix": task.matrix, "sum": task.total, "matrix_lane": task.matrix_lane,
-            "lane": task.lane.value, "owner": task.owner, "review_sla": task.review_sla,
-            "escalation": task.escalation, "rollback": task.rollback,
+            "task": name,
+            "matrix": task.matrix,
+            "sum": task.total,
+            "matrix_lane": task.matrix_lane,
+            "lane": task.lane.value,
+            "owner": task.owner,
+            "review_sla": task.review_sla,
+            "escalation": task.escalation,
+            "rollback": task.rollback,
         }
         for name, task in policy.matrix.tasks.items()
     ]
@@ -71,12 +93,14 @@ def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
         return
     table = Table("task", "matrix", "sum", "lane", "owner", "review SLA", title=f"policy {policy.version}")
     for row in rows:
-        table.add_row(row["task"], row["matrix"], str(row["sum"]), row["matrix_lane"], row["owner"], row["review_sla"])
+        table.add_row(
+            *(str(row[key]) for key in ("task", "matrix", "sum", "matrix_lane", "owner", "review_sla"))
+        )
     Console().print(table)
 
 
 def pseudonymisation_key(home: Path, configured: str | None) -> bytes:
-    """The keyed-hash secret: TRIAGE_PSEUDONYMISATION_KEY, or one generated once and kept under TRIAGE_HOME."""
+    """The keyed-hash secret: TRIAGE_PSEUDONYMISATION_KEY, or one generated once under TRIAGE_HOME."""
     if configured:
         return configured.encode()
     path = home / "pseudonymisation.key"
@@ -109,20 +133,27 @@ def pseudonymise(record: dict[str, Any], key: bytes) -> dict[str, Any]:
     out = {k: scrub(v) for k, v in record.items() if k not in PII_FIELDS}
     for field in PII_FIELDS:
         value = record.get(field)
-        out[field] = pseudonym(key, re.sub(r"\D", "", value) if field == "sender_phone" else value) if value else None
+        out[field] = (
+            pseudonym(key, re.sub(r"\D", "", value) if field == "sender_phone" else value) if value else None
+        )
     return out
 
 
 @audit_app.command("export")
 def audit_export(
-    since: Annotated[datetime | None, typer.Option(help="Only records at or after this date/time (UTC if no offset).")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only records at or after this date/time (UTC if no offset).")
+    ] = None,
     format_: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
     out: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
     raw_identities: Annotated[
-        bool, typer.Option("--raw-identities", help="Keep e-mail addresses and phone numbers in clear (default: keyed hash).")
+        bool,
+        typer.Option(
+            "--raw-identities", help="Keep e-mail addresses and phone numbers in clear (default: keyed hash)."
+        ),
     ] = False,
 ) -> None:
-    """Decisions and corrections, oldest first; e-mail addresses and phone numbers pseudonymised by default."""
+    """Decisions and corrections, oldest first; e-mail addresses and phone numbers pseudonymised."""
     from config.settings import Settings
     from pipeline.runtime import Runtime
     from store.audit import iter_corrections, iter_decisions
@@ -151,14 +182,32 @@ def audit_export(
                     count += 1
             else:
                 columns = [
-                    "record", "id", "created_at", "enquiry_id", "channel", "sender_email", "sender_phone", "actor",
-                    "kind", "lane", "intent", "queue", "priority", "confidence", "task", "reasons", "previous",
-                    "policy_version", "model_version",
+                    "record",
+                    "id",
+                    "created_at",
+                    "enquiry_id",
+                    "channel",
+                    "sender_email",
+                    "sender_phone",
+                    "actor",
+                    "kind",
+                    "lane",
+                    "intent",
+                    "queue",
+                    "priority",
+                    "confidence",
+                    "task",
+                    "reasons",
+                    "previous",
+                    "policy_version",
+                    "model_version",
                 ]
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
                 writer.writeheader()
                 for row in rows:
-                    writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
+                    writer.writerow(
+                        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+                    )
                     count += 1
     finally:
         if out:

@@ -25,14 +25,18 @@ from pipeline.process import PipelineContext, process_pending
 from store.db import make_engine, make_session_factory, upgrade_schema
 from store.tables import DecisionRow, Enquiry, RawRecord, ReviewItem
 from tests.builders import email_bytes, form_json
-from tests.support.pipeline_support import context, store  # noqa: F401 - fixture
+from tests.support.pipeline_support import store
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def triage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, **(env or {})},
     )
 
@@ -54,8 +58,10 @@ def test_policy_score_worked_examples(matrix: str, scores: str, total: int, lane
     assert (data["sum"], data["lane"]) == (total, lane)
 
 
-@pytest.mark.parametrize(("scores", "message"), [("5,4,4", "needs 4 scores"), ("5,4,4,0", "between 1 and 5"),
-                                                 ("5,4,x,4", "whole numbers")])
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [("5,4,4", "needs 4 scores"), ("5,4,4,0", "between 1 and 5"), ("5,4,x,4", "whole numbers")],
+)
 def test_policy_score_refuses_bad_scores_with_a_clear_message(scores: str, message: str) -> None:
     result = triage("policy", "score", "--matrix", "marketing4", scores, "--json")
     assert result.returncode == 2
@@ -67,14 +73,22 @@ def test_policy_show_lists_every_task() -> None:
     result = CliRunner().invoke(cli_app, ["policy", "show", "--json"])
     assert result.exit_code == 0, result.output
     tasks = {row["task"]: row for row in json.loads(result.output)["tasks"]}
-    assert {"create_or_update_lead", "route_to_queue", "auto_acknowledge", "lead_scoring", "spam_discard",
-            "model_promotion"} <= set(tasks)
+    assert {
+        "create_or_update_lead",
+        "route_to_queue",
+        "auto_acknowledge",
+        "lead_scoring",
+        "spam_discard",
+        "model_promotion",
+    } <= set(tasks)
     assert tasks["model_promotion"]["matrix_lane"] == "block"
     assert all(row["owner"] and row["rollback"] for row in tasks.values())
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: PipelineContext) -> Iterator[sessionmaker[Session]]:  # noqa: F811
+def workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: PipelineContext
+) -> Iterator[sessionmaker[Session]]:
     """A SQLite workspace in TRIAGE_HOME with a few processed enquiries."""
     home = tmp_path / "home"
     home.mkdir()
@@ -83,13 +97,24 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: Pipeline
     engine = make_engine(Settings().effective_database_url)
     upgrade_schema(engine)
     factory = make_session_factory(engine)
-    store(factory, Channel.EMAIL, [
-        email_bytes(message_id="<1@x>", sender="Dana Fox <dana@brightwater-analytics.com>",
-                    body="Demo please. Call me on +44 20 7946 0958."),
-        email_bytes(message_id="<2@x>", sender="Dana Fox <dana@brightwater-analytics.com>", body="maybe later"),
-        b"garbage",
-    ])
-    store(factory, Channel.FORM, [form_json(submission_id="s1", email="kim@gmail.com", phone="+1 415 555 0100")])
+    store(
+        factory,
+        Channel.EMAIL,
+        [
+            email_bytes(
+                message_id="<1@x>",
+                sender="Dana Fox <dana@brightwater-analytics.com>",
+                body="Demo please. Call me on +44 20 7946 0958.",
+            ),
+            email_bytes(
+                message_id="<2@x>", sender="Dana Fox <dana@brightwater-analytics.com>", body="maybe later"
+            ),
+            b"garbage",
+        ],
+    )
+    store(
+        factory, Channel.FORM, [form_json(submission_id="s1", email="kim@gmail.com", phone="+1 415 555 0100")]
+    )
     process_pending(factory, context)
     yield factory
     engine.dispose()
@@ -117,12 +142,25 @@ def test_metrics_parse_and_match_the_database(workspace: sessionmaker[Session]) 
         response = client.get("/metrics")
     assert response.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
-    for name in ("triage_records_ingested", "triage_decisions", "triage_review_backlog", "triage_sla_breaches",
-                 "triage_model_confidence", "triage_drift_psi", "triage_stage_seconds", "triage_quarantine_open"):
+    for name in (
+        "triage_records_ingested",
+        "triage_decisions",
+        "triage_review_backlog",
+        "triage_sla_breaches",
+        "triage_model_confidence",
+        "triage_drift_psi",
+        "triage_stage_seconds",
+        "triage_quarantine_open",
+    ):
         assert name in families, name
-    ingested = {(s.labels["channel"], s.labels["outcome"]): s.value for s in families["triage_records_ingested"].samples
-                if s.name == "triage_records_ingested_total"}
-    lanes = {s.labels["lane"]: s.value for s in families["triage_decisions"].samples if s.name.endswith("_total")}
+    ingested = {
+        (s.labels["channel"], s.labels["outcome"]): s.value
+        for s in families["triage_records_ingested"].samples
+        if s.name == "triage_records_ingested_total"
+    }
+    lanes = {
+        s.labels["lane"]: s.value for s in families["triage_decisions"].samples if s.name.endswith("_total")
+    }
     with workspace() as session:
         assert sum(ingested.values()) == session.scalar(sa.select(sa.func.count()).select_from(RawRecord))
         assert ingested[("email", "quarantined")] == 1

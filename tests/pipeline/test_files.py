@@ -56,7 +56,9 @@ class TestJsonlConformance(SourceConformance):
 
 def test_csv_export_rows_become_json_records(tmp_path: Path) -> None:
     path = tmp_path / "export.csv"
-    path.write_text("submission_id,email,message,website\nx1,a@b.co,Need pricing,\nx2,c@d.co,\"Line one\nline two\",\n")
+    path.write_text(
+        'submission_id,email,message,website\nx1,a@b.co,Need pricing,\nx2,c@d.co,"Line one\nline two",\n'
+    )
     records = [r for b in read_all(FileSource(path, Channel.FORM), None) for r in b.records]
     assert [json.loads(r.payload) for r in records] == [
         {"submission_id": "x1", "email": "a@b.co", "message": "Need pricing"},

@@ -1,4 +1,4 @@
-"""Web hooks over HTTP: signatures, validation, size caps, duplicates, and the records reaching the pipeline."""
+"""Web hooks over HTTP: signatures, validation, size caps, duplicates, and what reaches the pipeline."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
-def post(client: TestClient, path: str, body: bytes, secret: str, content_type: str = "application/json") -> object:
+def post(
+    client: TestClient, path: str, body: bytes, secret: str, content_type: str = "application/json"
+) -> object:
     return client.post(
         path, content=body, headers={"content-type": content_type, SIGNATURE_HEADER: sign(secret, body)}
     )
@@ -67,7 +69,9 @@ def test_form_post_is_stored_once_and_answers_202(client: TestClient, settings: 
 
 
 def test_urlencoded_form_post(client: TestClient, settings: Settings) -> None:
-    body = urlencode({"email": "kim@example.org", "message": "Please call me back about pricing", "website": ""}).encode()
+    body = urlencode(
+        {"email": "kim@example.org", "message": "Please call me back about pricing", "website": ""}
+    ).encode()
     response = post(client, "/hooks/forms/contact", body, FORM_SECRET, "application/x-www-form-urlencoded")
     assert response.status_code == 202  # type: ignore[attr-defined]
     assert json.loads(raw_rows(settings)[0].payload)["email"] == "kim@example.org"
@@ -102,7 +106,9 @@ def test_oversized_body_is_413(client: TestClient, settings: Settings) -> None:
     assert raw_rows(settings) == []
 
 
-def test_chat_continuation_is_a_new_record_identical_resend_is_not(client: TestClient, settings: Settings) -> None:
+def test_chat_continuation_is_a_new_record_identical_resend_is_not(
+    client: TestClient, settings: Settings
+) -> None:
     first = chat_json("c-7", ("Do you support SSO?",))
     longer = chat_json("c-7", ("Do you support SSO?", "We need Okta."))
     codes = [post(client, "/hooks/chat/webchat", b, CHAT_SECRET).status_code for b in (first, first, longer)]  # type: ignore[attr-defined]

@@ -23,7 +23,15 @@ def policy_dir(tmp_path: Path) -> Path:
 def test_defaults_load_and_version_tracks_content(policy_dir: Path) -> None:
     policy = load_policy(policy_dir)
     assert set(policy.intents) == {
-        "sales_demo", "pricing", "support", "billing", "partnership", "careers", "press", "spam", "other",
+        "sales_demo",
+        "pricing",
+        "support",
+        "billing",
+        "partnership",
+        "careers",
+        "press",
+        "spam",
+        "other",
     }
     assert policy.matrix.tasks["create_or_update_lead"].lane is Lane.AUTOMATE
     assert policy.matrix.tasks["model_promotion"].lane is Lane.HUMAN_ONLY
@@ -46,14 +54,14 @@ def test_error_names_file_field_and_line(policy_dir: Path) -> None:
 def test_unknown_task_is_refused(policy_dir: Path) -> None:
     path = policy_dir / "taxonomy.yaml"
     path.write_text(path.read_text().replace("task: spam_discard", "task: spam_burn"))
-    with pytest.raises(ConfigError, match="intents.spam.task names 'spam_burn'"):
+    with pytest.raises(ConfigError, match=r"intents\.spam\.task names 'spam_burn'"):
         load_policy(policy_dir)
 
 
 def test_matrix_scores_must_fit(policy_dir: Path) -> None:
     path = policy_dir / "decision_matrix.yaml"
     path.write_text(path.read_text().replace("context_depth: 4}", "context_depth: 9}", 1))
-    with pytest.raises(ConfigError, match="decision_matrix.yaml"):
+    with pytest.raises(ConfigError, match=r"decision_matrix\.yaml"):
         load_policy(policy_dir)
 
 
@@ -72,7 +80,9 @@ def test_worked_examples(matrix: str, scores: list[int], expected: tuple[int, st
     assert score_matrix(matrix, scores) == expected
 
 
-@pytest.mark.parametrize(("scores", "message"), [([5, 4, 4], "needs 4 scores"), ([6, 4, 4, 4], "between 1 and 5")])
+@pytest.mark.parametrize(
+    ("scores", "message"), [([5, 4, 4], "needs 4 scores"), ([6, 4, 4, 4], "between 1 and 5")]
+)
 def test_bad_scores_are_refused(scores: list[int], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         score_matrix("marketing4", scores)

@@ -1,4 +1,4 @@
-"""The pipeline over a real database (SQLite and PostgreSQL): dedupe, threading, quarantine, lanes, re-runs."""
+"""The pipeline on SQLite and PostgreSQL: dedupe, threading, quarantine, lanes, crashes and re-runs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ from models.records import Channel
 from pipeline.process import PipelineContext, TimerRequest, process_pending
 from store.db import transaction
 from store.flags import set_automation_paused
-from store.tables import CrmOutbox, DecisionRow, Enquiry, EnquiryMessage, Quarantine, RawRecord, ReviewItem, SlaTimer
+from store.tables import (
+    CrmOutbox,
+    DecisionRow,
+    Enquiry,
+    EnquiryMessage,
+    Quarantine,
+    RawRecord,
+    ReviewItem,
+    SlaTimer,
+)
 from tests.builders import chat_json, email_bytes, form_json
-from tests.support.pipeline_support import context, store  # noqa: F401 - fixture
+from tests.support.pipeline_support import store
+
 
 def count(session: Session, table: type) -> int:
     return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
@@ -34,27 +44,44 @@ def statuses(factory: sessionmaker[Session]) -> dict[str, str]:
         return {r.external_key: r.status for r in session.scalars(sa.select(RawRecord))}
 
 
-def test_email_dedupe_threading_skips_and_quarantine(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+def test_email_dedupe_threading_skips_and_quarantine(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
     mails = [
         email_bytes(message_id="<a@x>"),  # 0 new
         email_bytes(message_id="<a@x>"),  # 1 exact duplicate
         email_bytes(message_id="<a@x>", body="A different text that reuses the Message-ID."),  # 2 new
-        email_bytes(message_id="<b@x>", subject="Re: Demo request for our sales team", body="Tuesday works.",
-                    in_reply_to="<a@x>"),  # 3 reply by header
-        email_bytes(message_id="<c@x>", subject="RE: demo request for our  sales team", body="Also Thursday?"),  # 4 by subject
-        email_bytes(message_id="<d@x>", subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),  # 5
+        email_bytes(
+            message_id="<b@x>",
+            subject="Re: Demo request for our sales team",
+            body="Tuesday works.",
+            in_reply_to="<a@x>",
+        ),  # 3 reply by header
+        email_bytes(
+            message_id="<c@x>", subject="RE: demo request for our  sales team", body="Also Thursday?"
+        ),  # 4 by subject
+        email_bytes(
+            message_id="<d@x>", subject="Out of office", headers={"Auto-Submitted": "auto-replied"}
+        ),  # 5
         b"\x00\x01\x02 not a mail at all",  # 6 quarantined
     ]
     store(session_factory, Channel.EMAIL, mails)
     summary = process_pending(session_factory, context, batch_size=3)
 
     assert statuses(session_factory) == {
-        "email-0": "enquiry", "email-1": "duplicate", "email-2": "enquiry", "email-3": "threaded",
-        "email-4": "threaded", "email-5": "skipped", "email-6": "quarantined",
+        "email-0": "enquiry",
+        "email-1": "duplicate",
+        "email-2": "enquiry",
+        "email-3": "threaded",
+        "email-4": "threaded",
+        "email-5": "skipped",
+        "email-6": "quarantined",
     }
     assert sum(summary.outcomes.values()) == summary.processed == 7
     with session_factory() as session:
-        first = session.scalar(sa.select(Enquiry).where(Enquiry.message_key == "a@x").order_by(Enquiry.created_at))
+        first = session.scalar(
+            sa.select(Enquiry).where(Enquiry.message_key == "a@x").order_by(Enquiry.created_at)
+        )
         assert first is not None
         bodies = sorted(m.body for m in session.scalars(sa.select(EnquiryMessage)))
         assert bodies == ["Also Thursday?", "Tuesday works."]
@@ -64,19 +91,37 @@ def test_email_dedupe_threading_skips_and_quarantine(session_factory: sessionmak
 
 
 def test_rerun_changes_nothing(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
-    store(session_factory, Channel.EMAIL, [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)])
-    store(session_factory, Channel.FORM, [form_json(submission_id=f"f{i}", message=f"What does it cost for {i} seats?") for i in range(5)])
+    store(
+        session_factory,
+        Channel.EMAIL,
+        [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)],
+    )
+    store(
+        session_factory,
+        Channel.FORM,
+        [form_json(submission_id=f"f{i}", message=f"What does it cost for {i} seats?") for i in range(5)],
+    )
     process_pending(session_factory, context)
     before = table_counts(session_factory)
-    store(session_factory, Channel.EMAIL, [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)])
+    store(
+        session_factory,
+        Channel.EMAIL,
+        [email_bytes(message_id=f"<m{i}@x>", body=f"Demo please, team of {i}") for i in range(5)],
+    )
     second = process_pending(session_factory, context)
     assert second.processed == 0  # the same source keys are not stored again
     assert table_counts(session_factory) == before
     assert before["enquiries"] == 10 and before["decisions"] == 10
 
 
-def test_crash_mid_run_loses_and_doubles_nothing(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
-    store(session_factory, Channel.FORM, [form_json(submission_id=f"f{i}", message=f"Need a demo for {i} people") for i in range(9)])
+def test_crash_mid_run_loses_and_doubles_nothing(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
+    store(
+        session_factory,
+        Channel.FORM,
+        [form_json(submission_id=f"f{i}", message=f"Need a demo for {i} people") for i in range(9)],
+    )
     real_start = context.start_timers
     calls = {"n": 0}
 
@@ -97,7 +142,9 @@ def test_crash_mid_run_loses_and_doubles_nothing(session_factory: sessionmaker[S
     assert set(statuses(session_factory).values()) == {"enquiry"}
 
 
-def test_forms_honeypot_and_validation(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+def test_forms_honeypot_and_validation(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
     store(
         session_factory,
         Channel.FORM,
@@ -119,30 +166,42 @@ def test_forms_honeypot_and_validation(session_factory: sessionmaker[Session], c
         assert any("message" in r for r in reasons) and any("not valid JSON" in r for r in reasons)
 
 
-def test_chat_continuation_threads_only_new_messages(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+def test_chat_continuation_threads_only_new_messages(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
     store(session_factory, Channel.CHAT, [chat_json("c-9", ("Hi, can I book a demo?",))], source="chat-a")
     process_pending(session_factory, context)
     store(
-        session_factory, Channel.CHAT,
-        [chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday.")),
-         chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday."))],
+        session_factory,
+        Channel.CHAT,
+        [
+            chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday.")),
+            chat_json("c-9", ("Hi, can I book a demo?", "For 30 people, ideally Friday.")),
+        ],
         source="chat-b",
     )
     process_pending(session_factory, context)
     with session_factory() as session:
         assert count(session, Enquiry) == 1
-        assert [m.body for m in session.scalars(sa.select(EnquiryMessage))] == ["For 30 people, ideally Friday."]
+        assert [m.body for m in session.scalars(sa.select(EnquiryMessage))] == [
+            "For 30 people, ideally Friday."
+        ]
     with session_factory() as session:
         assert sorted(session.scalars(sa.select(RawRecord.status))) == ["duplicate", "enquiry", "threaded"]
 
 
-def test_lanes_kill_switch_abstention_and_arr(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+def test_lanes_kill_switch_abstention_and_arr(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
     store(
-        session_factory, Channel.EMAIL,
+        session_factory,
+        Channel.EMAIL,
         [
             email_bytes(message_id="<1@x>", body="We want a demo."),
             email_bytes(message_id="<2@x>", body="maybe we want something"),
-            email_bytes(message_id="<3@x>", sender="CIO <cio@megacorp-industries.com>", body="Demo for 5,000 staff"),
+            email_bytes(
+                message_id="<3@x>", sender="CIO <cio@megacorp-industries.com>", body="Demo for 5,000 staff"
+            ),
         ],
     )
     process_pending(session_factory, context)
@@ -154,7 +213,12 @@ def test_lanes_kill_switch_abstention_and_arr(session_factory: sessionmaker[Sess
         assert count(session, ReviewItem) == 2
     with transaction(session_factory) as session:
         set_automation_paused(session, True, reason="model drift under investigation", by="ops")
-    store(session_factory, Channel.EMAIL, [email_bytes(message_id="<4@x>", body="Another demo please")], source="later")
+    store(
+        session_factory,
+        Channel.EMAIL,
+        [email_bytes(message_id="<4@x>", body="Another demo please")],
+        source="later",
+    )
     process_pending(session_factory, context)
     with session_factory() as session:
         paused = session.scalar(sa.select(Enquiry).where(Enquiry.message_key == "4@x"))
@@ -164,7 +228,9 @@ def test_lanes_kill_switch_abstention_and_arr(session_factory: sessionmaker[Sess
         assert row.policy_version == context.policy.version
 
 
-def test_no_model_sends_everything_to_people(session_factory: sessionmaker[Session], context: PipelineContext) -> None:
+def test_no_model_sends_everything_to_people(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
     context.model = None
     store(session_factory, Channel.EMAIL, [email_bytes(message_id="<n@x>")])
     process_pending(session_factory, context)

@@ -1,4 +1,4 @@
-"""Shared pieces for pipeline tests: a transparent keyword model, a small firmographics table, storing raw records."""
+"""Shared pieces for pipeline tests: a transparent keyword model, firmographics, storing raw records."""
 
 from __future__ import annotations
 
