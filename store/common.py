@@ -40,7 +40,9 @@ def insert_ignore(
     return len(session.connection().execute(statement, list(rows)).all())
 
 
-def for_update_skip_locked(statement: sa.Select[Any], session: Session) -> sa.Select[Any]:
+def for_update_skip_locked(
+    statement: sa.Select[Any], session: Session, *, sqlite_write_lock: bool = True
+) -> sa.Select[Any]:
     """Make a claim query safe with several workers.
 
     PostgreSQL: lock the selected rows so another worker skips them. SQLite has no row locks, and a
@@ -49,7 +51,8 @@ def for_update_skip_locked(statement: sa.Select[Any], session: Session) -> sa.Se
     """
     if session.get_bind().dialect.name == "postgresql":
         return statement.with_for_update(skip_locked=True)
-    session.execute(sa.text("UPDATE flags SET key = key WHERE 0"))
+    if sqlite_write_lock:
+        session.execute(sa.text("UPDATE flags SET key = key WHERE 0"))
     return statement
 
 

@@ -60,7 +60,11 @@ def claim_due(session: Session, *, limit: int, now: datetime) -> list[ClaimedWri
         .order_by(CrmOutbox.id)
         .limit(limit)
     )
-    return [ClaimedWrite(*row) for row in session.execute(for_update_skip_locked(statement, session))]
+    # No SQLite write lock here: the local CRM backend writes through its own session while this
+    # transaction is open. Two drains overlapping on SQLite may send a row twice, which the CRM's
+    # upsert by external id (and tasks by idempotency key) turns into an update, never a duplicate.
+    claim = for_update_skip_locked(statement, session, sqlite_write_lock=False)
+    return [ClaimedWrite(*row) for row in session.execute(claim)]
 
 
 def save_outcomes(session: Session, rows: Sequence[ClaimedWrite]) -> None:

@@ -253,12 +253,6 @@ def test_two_workers_process_each_raw_record_once(seeded: tuple[str, Path, Runti
     assert scalar(runtime, "SELECT count(*) FROM crm_outbox WHERE operation = 'upsert_lead'") == RECORDS
 
 
-@pytest.mark.xfail(
-    reason="known bug, reported to the lead: on SQLite claim_pending reads outside a write lock, so two "
-    "processes (serve's overlapping intake runs, or `triage run` beside serve) process the same records; "
-    "fix = take the write lock before the claim SELECT on SQLite",
-    strict=False,
-)
 def test_two_workers_on_sqlite_process_each_raw_record_once(tmp_path: Path) -> None:
     """One machine, SQLite, two intake runs at once: still one audit row per enquiry."""
     from pipeline import jobs
@@ -278,11 +272,6 @@ def test_two_workers_on_sqlite_process_each_raw_record_once(tmp_path: Path) -> N
         runtime.engine.dispose()
 
 
-@pytest.mark.xfail(
-    reason="known race, reported to the lead: process_batch's dedupe lookup (seen_content) cannot see the "
-    "other worker's uncommitted enquiries; fix = pg_advisory_xact_lock per dedupe key before the lookup",
-    strict=False,
-)
 def test_two_workers_open_one_enquiry_for_a_mail_two_mailboxes_stored(pg_url: str, tmp_path: Path) -> None:
     """The same mail in two mailboxes (cc'd to sales@ and info@) is one enquiry, even with two workers."""
     from models.records import RawRecordIn
