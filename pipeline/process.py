@@ -36,6 +36,7 @@ from pipeline.normalise import (
     normalise_chunk,
     normalise_subject,
 )
+from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
 from store.common import lock_keys, utcnow
@@ -55,21 +56,8 @@ class Classifier(Protocol):
     def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TimerRequest:
-    """An SLA clock to start for a new enquiry."""
-
-    enquiry_id: str
-    received_at: datetime
-    priority: str
-    intent: str
-    channel: str
-    queue: str
-    segment: str
-
-
 # Starts SLA timers inside the batch's transaction; returns enquiry id → first-response due time.
-TimerStarter = Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]
+TimerStarter = Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]
 # Told of customers' follow-ups (enquiry id, when): a clock paused "waiting on the customer" resumes.
 ReplyHook = Callable[[Session, Sequence[tuple[str, datetime]]], None]
 
@@ -422,7 +410,7 @@ def _open_enquiries(
     due = context.start_timers(
         session,
         [
-            TimerRequest(
+            TimerStart(
                 enquiry_id=item.enquiry_id,
                 received_at=item.enquiry.received_at,
                 priority=decision.priority,

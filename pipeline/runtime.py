@@ -23,9 +23,9 @@ from connectors.crm.base import CrmBackend
 from connectors.enrichment import bundled_firmographics
 from connectors.files import FileSource
 from models.records import Channel
-from pipeline.process import PipelineContext, TimerRequest
+from pipeline.process import PipelineContext
 from sla.policies import SlaPolicies, load_policies
-from sla.service import TimerStart, resume, start_timers
+from sla.service import resume, timer_starter
 from store import sla_repo
 from store.common import utcnow
 from store.db import make_engine, make_session_factory, upgrade_schema
@@ -59,26 +59,6 @@ class Runtime:
         sla = self.settings.sla
         return load_policies(sla.policy_file or self.settings.policy_dir / "sla.yaml", timezone=sla.timezone)
 
-    def timer_starter(self) -> Callable[[Session, Sequence[TimerRequest]], dict[str, datetime]]:
-        policies = self.sla_policies
-
-        def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
-            items = [
-                TimerStart(
-                    enquiry_id=r.enquiry_id,
-                    received_at=r.received_at,
-                    priority=r.priority,
-                    intent=r.intent,
-                    channel=r.channel,
-                    queue=r.queue,
-                    segment=r.segment,
-                )
-                for r in requests
-            ]
-            return start_timers(session, items, policies, now=utcnow())
-
-        return start
-
     def reply_hook(self) -> Callable[[Session, Sequence[tuple[str, datetime]]], None]:
         policies = self.sla_policies
 
@@ -107,7 +87,7 @@ class Runtime:
             firmographics=bundled_firmographics(),
             model=model,
             shadow=shadow,
-            start_timers=self.timer_starter(),
+            start_timers=timer_starter(self.sla_policies),
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
             parse_workers=self.settings.parse_workers,

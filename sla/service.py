@@ -6,9 +6,9 @@ or a second person touching an enquiry, changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -81,6 +81,15 @@ def start_timers(
     sla_repo.insert_timers(session, rows)
     timed = sorted({row["enquiry_id"] for row in rows})
     return sla_repo.due_times(session, timed, kind="first_response")
+
+
+def timer_starter(policies: SlaPolicies) -> Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]:
+    """`start_timers` bound to these policies, stamped with the time of each call (the pipeline's hook)."""
+
+    def start(session: Session, items: Sequence[TimerStart]) -> dict[str, datetime]:
+        return start_timers(session, items, policies, now=datetime.now(UTC))
+
+    return start
 
 
 def stop_first_response(session: Session, enquiry_id: str, *, by: str, at: datetime) -> bool:

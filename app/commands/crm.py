@@ -18,9 +18,9 @@ from config.settings import Settings
 from connectors.crm.factory import make_crm_backend
 from models.errors import ConfigError, FatalError
 from pipeline.crm_sync import drain_outbox
+from pipeline.runtime import Runtime
 from store import local_crm, outbox
 from store.common import utcnow
-from store.db import make_engine, make_session_factory, upgrade_schema
 
 crm_app = typer.Typer(
     help="The CRM: leads, connection check, failed writes, outbox sync.", no_args_is_help=True
@@ -31,12 +31,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def _open() -> tuple[Settings, sessionmaker[Session]]:
-    settings = Settings()
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file lives there
-    engine = make_engine(settings.effective_database_url)
-    upgrade_schema(engine)
-    return settings, make_session_factory(engine)
+    runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
+    return runtime.settings, runtime.factory
 
 
 def _print_json(value: Any) -> None:

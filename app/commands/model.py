@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from models.errors import ConfigError, TriageError
-from store.db import make_engine, make_session_factory, upgrade_schema
+from pipeline.runtime import Runtime
 
 model_app = typer.Typer(
     help=(
@@ -45,12 +45,8 @@ OosOption = Annotated[
 
 
 def _open() -> tuple[Settings, sessionmaker[Session]]:
-    settings = Settings()
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file lives there
-    engine = make_engine(settings.effective_database_url)
-    upgrade_schema(engine)
-    return settings, make_session_factory(engine)
+    runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
+    return runtime.settings, runtime.factory
 
 
 def _print_json(value: Any) -> None:

@@ -18,10 +18,10 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
+from pipeline.runtime import Runtime
 from review import auth, service
 from store import review_repo
 from store.common import utcnow
-from store.db import make_engine, make_session_factory
 
 review_app = typer.Typer(help="Work the review queue from scripts.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts for the review pages.", no_args_is_help=True)
@@ -32,15 +32,12 @@ UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting
 
 @contextmanager
 def _session() -> Iterator[Session]:
-    settings = Settings()
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
+    runtime = Runtime(Settings())
     try:
-        with make_session_factory(engine)() as session:
+        with runtime.factory() as session:
             yield session
     finally:
-        engine.dispose()
+        runtime.engine.dispose()
 
 
 def _fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from connectors.notify import build_notifier, notify_settings_from
 from models.errors import ConfigError
+from pipeline.runtime import Runtime
 from sla.policies import DueResult, SlaPolicies, due, load_policies
-from store.db import make_engine, make_session_factory, upgrade_schema
 
 sla_app = typer.Typer(help="SLA clocks: due times, the watch pass, open timers.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports for the ops lead.", no_args_is_help=True)
@@ -115,11 +115,7 @@ def due_command(
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
-    if settings.database_url is None:
-        Path(settings.home).mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
-    upgrade_schema(engine)
-    return make_session_factory(engine)
+    return Runtime(settings).factory
 
 
 @sla_app.command("watch")

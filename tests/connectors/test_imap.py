@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,11 +26,10 @@ from connectors.mime import parse_email
 from models.errors import ConfigError, FatalError, RetriableError, SkippableError
 from models.records import Channel, EnquiryIn
 from pipeline.intake import ingest_source
-from pipeline.process import PipelineContext, TimerRequest, process_pending
+from pipeline.process import PipelineContext, process_pending
 from sla.policies import load_policies
-from sla.service import TimerStart, start_timers
+from sla.service import timer_starter
 from store import raw as raw_store
-from store.common import utcnow
 from store.db import make_engine, make_session_factory, upgrade_schema
 from store.tables import Enquiry, EnquiryMessage, RawRecord
 from tests.support.dovecot import DovecotServer, append_messages, free_port, reset_uidvalidity
@@ -271,18 +269,12 @@ FINAL_STATUSES = {"enquiry", "threaded", "skipped", "quarantined", "duplicate"}
 
 
 def _pipeline_context() -> PipelineContext:
-    policies = load_policies()
-
-    def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
-        items = [TimerStart(**{f: getattr(r, f) for f in TimerStart.__dataclass_fields__}) for r in requests]
-        return start_timers(session, items, policies, now=utcnow())
-
     # No model: every enquiry goes to people. The intake books are what is under test here.
     return PipelineContext(
         policy=load_policy(DEFAULT_POLICY_DIR),
         firmographics=bundled_firmographics(),
         model=None,
-        start_timers=start,
+        start_timers=timer_starter(load_policies()),
     )
 
 

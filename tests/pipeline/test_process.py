@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.records import Channel
-from pipeline.process import PipelineContext, TimerRequest, process_pending
+from pipeline.process import PipelineContext, process_pending
+from sla.service import TimerStart
 from store.db import transaction
 from store.flags import set_automation_paused
 from store.tables import (
@@ -125,7 +126,7 @@ def test_crash_mid_run_loses_and_doubles_nothing(
     real_start = context.start_timers
     calls = {"n": 0}
 
-    def crash_on_second_batch(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
+    def crash_on_second_batch(session: Session, requests: Sequence[TimerStart]) -> dict[str, datetime]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("power cut")

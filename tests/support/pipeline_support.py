@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-
 import pandas as pd
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,11 +10,10 @@ from config.policy import load_policy
 from config.settings import DEFAULT_POLICY_DIR
 from connectors.enrichment import Company, Firmographics
 from models.records import Channel, Prediction, RawRecordIn
-from pipeline.process import PipelineContext, TimerRequest
+from pipeline.process import PipelineContext
 from sla.policies import load_policies
-from sla.service import TimerStart, start_timers
+from sla.service import timer_starter
 from store import raw
-from store.common import utcnow
 from store.db import transaction
 from tests.builders import T0
 
@@ -58,23 +54,13 @@ class KeywordModel:
         return out
 
 
-def _timer_starter() -> object:
-    policies = load_policies()
-
-    def start(session: Session, requests: Sequence[TimerRequest]) -> dict[str, datetime]:
-        items = [TimerStart(**{f: getattr(r, f) for f in TimerStart.__dataclass_fields__}) for r in requests]
-        return start_timers(session, items, policies, now=utcnow())
-
-    return start
-
-
 @pytest.fixture
 def context() -> PipelineContext:
     return PipelineContext(
         policy=load_policy(DEFAULT_POLICY_DIR),
         firmographics=FIRMS,
         model=KeywordModel(),
-        start_timers=_timer_starter(),  # type: ignore[arg-type]
+        start_timers=timer_starter(load_policies()),
     )
 
 
