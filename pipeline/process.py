@@ -18,9 +18,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pandas as pd
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import Policy
@@ -42,6 +41,9 @@ from store import flags, outbox, raw
 from store.common import lock_keys, utcnow
 from store.db import transaction
 from store.tables import RawRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 NO_MODEL_VERSION = "none"
@@ -338,6 +340,8 @@ def _classify(
 
 def feature_frame(new: Sequence[_NewEnquiry], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
     """The model's input columns (models.classifier.FEATURE_COLUMNS)."""
+    import pandas as pd  # only runs that classify pay for importing pandas
+
     return pd.DataFrame(
         {
             "subject": [item.enquiry.subject for item in new],
