@@ -51,17 +51,6 @@ def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
     )
 
 
-def normalise_chunk(items: list[RawPayload], max_body_chars: int) -> list[EnquiryIn | str]:
-    """Normalise many records (in a worker process): an enquiry, or the quarantine reason as a string."""
-    results: list[EnquiryIn | str] = []
-    for item in items:
-        try:
-            results.append(normalise_payload(item, max_body_chars=max_body_chars))
-        except SkippableError as error:
-            results.append(str(error) or error.__class__.__name__)
-    return results
-
-
 def is_reply_subject(subject: str) -> bool:
     return bool(_REPLY_PREFIX.match(subject))
 

@@ -14,11 +14,11 @@ import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,15 +26,8 @@ from config.policy import Policy
 from connectors.enrichment import Firmographics
 from models.lanes import decide
 from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
-from pipeline.enrich import enrich
-from pipeline.normalise import (
-    RawPayload,
-    content_hash,
-    enquiry_id_for,
-    is_reply_subject,
-    normalise_chunk,
-    normalise_subject,
-)
+from pipeline.normalise import RawPayload, content_hash, enquiry_id_for, is_reply_subject, normalise_subject
+from pipeline.prepare import Classifier, Prepared, Preparer, feature_frame, init_worker, prepare_in_worker
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
@@ -42,20 +35,8 @@ from store.common import lock_keys, utcnow
 from store.db import transaction
 from store.tables import RawRecord
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 log = logging.getLogger(__name__)
-NO_MODEL_VERSION = "none"
-PARALLEL_PARSE_MINIMUM = 1_000  # below this, starting worker processes costs more than it saves
-
-
-class Classifier(Protocol):
-    """What the pipeline needs of a model (models.classifier.TriageModel is one)."""
-
-    version: str
-
-    def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
+PARALLEL_MINIMUM = 1_000  # pending records below which starting worker processes costs more than it saves
 
 
 # Starts SLA timers inside the batch's transaction; returns enquiry id → first-response due time.
@@ -75,8 +56,11 @@ class PipelineContext:
     shadow: Classifier | None = None
     max_body_chars: int = 50_000
     on_customer_replies: ReplyHook | None = None
-    parse_workers: int = 1  # >1: MIME parsing, the costliest stage, runs in a process pool
-    parse_pool: Executor | None = field(default=None, repr=False)
+    parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
+    parallel_minimum: int = PARALLEL_MINIMUM
+
+    def preparer(self) -> Preparer:
+        return Preparer(self.model, self.firmographics, self.policy.lanes, self.max_body_chars)
 
 
 @dataclass
@@ -119,45 +103,103 @@ def process_pending(
     max_batches: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> ProcessSummary:
-    """Work through every pending raw record, one transaction per batch."""
+    """Work through every pending raw record, one transaction per batch.
+
+    With `parse_workers > 1` on a large backlog, worker processes parse, enrich and classify the next
+    batch while this process writes the current one (the only process that touches the database).
+    """
     summary = ProcessSummary()
+    preparer = context.preparer()
     with ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
         if context.parse_workers > 1:
             with factory() as session:
                 pending = raw.count_pending(session)
-            if pending >= PARALLEL_PARSE_MINIMUM:
+            if pending >= context.parallel_minimum:
                 # forkserver, not fork: a flow run has threads, and forking a threaded process can deadlock.
-                context.parse_pool = stack.enter_context(
+                pool = stack.enter_context(
                     ProcessPoolExecutor(
-                        context.parse_workers, mp_context=multiprocessing.get_context("forkserver")
+                        context.parse_workers,
+                        mp_context=multiprocessing.get_context("forkserver"),
+                        initializer=init_worker,
+                        initargs=(preparer,),
                     )
                 )
-        try:
-            while max_batches is None or summary.batches < max_batches:
-                with transaction(factory) as session:
-                    records = raw.claim_pending(session, limit=batch_size)
-                    if not records:
-                        break
-                    process_batch(session, records, context, summary)
-                summary.batches += 1
-                if on_batch is not None:
-                    on_batch(len(records))
-        finally:
-            context.parse_pool = None
+        ahead: _Ahead | None = None
+        while max_batches is None or summary.batches < max_batches:
+            with transaction(factory) as session:
+                records = raw.claim_pending(session, limit=batch_size)
+                if not records:
+                    break
+                ids = [record.id for record in records]
+                if ahead is not None and ahead.ids == ids:
+                    prepared = ahead.results(summary)
+                else:  # nothing prepared ahead, or another worker took some of those rows
+                    prepared = _prepare_now(records, preparer, pool, context.parse_workers, summary)
+                ahead = None
+                if pool is not None:
+                    upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
+                    if upcoming:
+                        ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
+                process_batch(session, records, context, summary, prepared)
+            summary.batches += 1
+            if on_batch is not None:
+                on_batch(len(records))
     return summary
 
 
-def _normalise_records(records: Sequence[RawRecord], context: PipelineContext) -> list[EnquiryIn | str]:
-    items = [RawPayload(r.channel, r.payload, r.source, r.received_at) for r in records]
-    pool = context.parse_pool
-    if pool is None or len(items) < 2 * context.parse_workers:
-        return normalise_chunk(items, context.max_body_chars)
-    size = -(-len(items) // (2 * context.parse_workers))
-    chunks = [items[start : start + size] for start in range(0, len(items), size)]
-    results: list[EnquiryIn | str] = []
-    for part in pool.map(normalise_chunk, chunks, [context.max_body_chars] * len(chunks)):
-        results.extend(part)
-    return results
+PreparedChunk = tuple[list[Prepared], dict[str, float]]
+
+
+def _payloads(records: Sequence[RawRecord]) -> list[RawPayload]:
+    return [RawPayload(r.channel, r.payload, r.source, r.received_at) for r in records]
+
+
+def _chunks(items: list[RawPayload], parts: int) -> list[list[RawPayload]]:
+    size = max(1, -(-len(items) // parts))
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _collect(futures: Sequence[Future[PreparedChunk]], summary: ProcessSummary) -> list[Prepared]:
+    prepared: list[Prepared] = []
+    for future in futures:
+        part, timings = future.result()
+        prepared.extend(part)
+        for stage, seconds in timings.items():
+            summary.stage_seconds[stage] += seconds  # CPU seconds in the workers: the cost of a stage
+    return prepared
+
+
+@dataclass
+class _Ahead:
+    """The next batch, being prepared in the workers while this one is written."""
+
+    ids: list[int]
+    futures: list[Future[PreparedChunk]]
+
+    @classmethod
+    def submit(cls, pool: ProcessPoolExecutor, rows: Sequence[RawRecord], workers: int) -> _Ahead:
+        futures = [pool.submit(prepare_in_worker, chunk) for chunk in _chunks(_payloads(rows), workers)]
+        return cls([row.id for row in rows], futures)
+
+    def results(self, summary: ProcessSummary) -> list[Prepared]:
+        return _collect(self.futures, summary)
+
+
+def _prepare_now(
+    records: Sequence[RawRecord],
+    preparer: Preparer,
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    summary: ProcessSummary,
+) -> list[Prepared]:
+    if pool is None:
+        prepared, timings = preparer(_payloads(records))
+        for stage, seconds in timings.items():
+            summary.stage_seconds[stage] += seconds
+        return prepared
+    futures = [pool.submit(prepare_in_worker, chunk) for chunk in _chunks(_payloads(records), workers)]
+    return _collect(futures, summary)
 
 
 @dataclass
@@ -167,6 +209,8 @@ class _NewEnquiry:
     enquiry_id: str
     digest: str
     subject_norm: str
+    enrichment: Enrichment
+    prediction: Prediction
 
 
 class _Threads:
@@ -212,26 +256,36 @@ class _Threads:
 
 
 def process_batch(
-    session: Session, records: Sequence[RawRecord], context: PipelineContext, summary: ProcessSummary
+    session: Session,
+    records: Sequence[RawRecord],
+    context: PipelineContext,
+    summary: ProcessSummary,
+    prepared: Sequence[Prepared] | None = None,
 ) -> None:
-    """Process one locked batch of raw records inside the caller's transaction."""
+    """Process one locked batch of raw records inside the caller's transaction.
+
+    `prepared` is the batch already parsed, enriched and classified (by worker processes); without it
+    that work is done here.
+    """
     now = utcnow()
+    if prepared is None:
+        prepared = _prepare_now(records, context.preparer(), None, 1, summary)
     started = time.perf_counter()
     normalised: list[tuple[RawRecord, EnquiryIn]] = []
-    for record, enquiry in zip(records, _normalise_records(records, context), strict=True):
+    extras: dict[int, Prepared] = {}
+    for record, ready in zip(records, prepared, strict=True):
         summary.processed += 1
         summary.by_channel[record.channel] += 1
-        if isinstance(enquiry, str):
-            raw.quarantine(session, record, enquiry, now=now)
+        if ready.enquiry is None:
+            raw.quarantine(session, record, ready.problem or "could not be interpreted", now=now)
             summary.outcomes[RawStatus.QUARANTINED.value] += 1
             continue
-        if enquiry.skip_reason:
-            _set_status(record, RawStatus.SKIPPED, enquiry.skip_reason)
+        if ready.enquiry.skip_reason:
+            _set_status(record, RawStatus.SKIPPED, ready.enquiry.skip_reason)
             summary.outcomes[RawStatus.SKIPPED.value] += 1
             continue
-        normalised.append((record, enquiry))
-    summary.stage_seconds["normalise"] += time.perf_counter() - started
-    started = time.perf_counter()
+        normalised.append((record, ready.enquiry))
+        extras[id(record)] = ready
 
     digests = {id(record): content_hash(enquiry) for record, enquiry in normalised}
     lock_keys(
@@ -266,8 +320,16 @@ def process_batch(
             _set_status(record, RawStatus.THREADED, f"follow-up of enquiry {target}", enquiry_id=target)
             summary.outcomes[RawStatus.THREADED.value] += 1
             continue
+        ready = extras[id(record)]
+        assert ready.enrichment is not None and ready.prediction is not None
         item = _NewEnquiry(
-            record, enquiry, enquiry_id_for(record), digest, normalise_subject(enquiry.subject)
+            record,
+            enquiry,
+            enquiry_id_for(record),
+            digest,
+            normalise_subject(enquiry.subject),
+            ready.enrichment,
+            ready.prediction,
         )
         threads.opened(item)
         new.append(item)
@@ -324,47 +386,14 @@ def _set_status(
         record.enquiry_id = enquiry_id
 
 
-def _classify(
-    new: list[_NewEnquiry], enrichments: list[Enrichment], model: Classifier | None
-) -> list[Prediction]:
-    if model is None:
-        # No active model yet: nothing is automated, people see everything.
-        return [
-            Prediction(
-                intent="other", confidence=0.0, threshold=1.0, abstained=True, model_version=NO_MODEL_VERSION
-            )
-            for _ in new
-        ]
-    return model.predict(feature_frame(new, enrichments))
-
-
-def feature_frame(new: Sequence[_NewEnquiry], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
-    """The model's input columns (models.classifier.FEATURE_COLUMNS)."""
-    import pandas as pd  # only runs that classify pay for importing pandas
-
-    return pd.DataFrame(
-        {
-            "subject": [item.enquiry.subject for item in new],
-            "body": [item.enquiry.body for item in new],
-            "channel": [item.enquiry.channel.value for item in new],
-            "free_mail": [e.free_mail for e in enrichments],
-            "segment": [e.segment for e in enrichments],
-        }
-    )
-
-
 def _open_enquiries(
     session: Session, new: list[_NewEnquiry], context: PipelineContext, summary: ProcessSummary, now: datetime
 ) -> None:
     policy = context.policy
     started = time.perf_counter()
     paused, paused_reason = flags.automation_paused(session)
-    enrichments = [enrich(item.enquiry, context.firmographics, policy.lanes) for item in new]
-    summary.stage_seconds["enrich"] += time.perf_counter() - started
-    started = time.perf_counter()
-    predictions = _classify(new, enrichments, context.model)
-    summary.stage_seconds["classify"] += time.perf_counter() - started
-    started = time.perf_counter()
+    enrichments = [item.enrichment for item in new]
+    predictions = [item.prediction for item in new]
     decisions = [
         decide(
             prediction=prediction,
@@ -395,7 +424,7 @@ def _open_enquiries(
     summary.outcomes[RawStatus.ENQUIRY.value] += len(new)
 
     if context.shadow is not None:
-        shadow_predictions = context.shadow.predict(feature_frame(new, enrichments))
+        shadow_predictions = context.shadow.predict(feature_frame([i.enquiry for i in new], enrichments))
         enquiry_store.add_shadow_predictions(
             session,
             [

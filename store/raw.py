@@ -128,3 +128,15 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     for channel, status, count in rows:
         result.setdefault(channel, {})[status] = int(count)
     return result
+
+
+def peek_pending(session: Session, *, after_id: int, limit: int) -> list[RawRecord]:
+    """The pending records the next claim will most likely take (read only, no lock): work on them can
+    start early, and the claim then confirms which of them are still this worker's."""
+    statement = (
+        sa.select(RawRecord)
+        .where(RawRecord.status == RawStatus.PENDING.value, RawRecord.id > after_id)
+        .order_by(RawRecord.id)
+        .limit(limit)
+    )
+    return list(session.scalars(statement))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.records import Channel
 from pipeline.process import PipelineContext, process_pending
 from sla.service import TimerStart
-from store.db import transaction
+from store.db import make_engine, make_session_factory, transaction, upgrade_schema
 from store.flags import set_automation_paused
 from store.tables import (
     CrmOutbox,
@@ -238,3 +239,40 @@ def test_no_model_sends_everything_to_people(
     with session_factory() as session:
         enquiry = session.scalars(sa.select(Enquiry)).one()
         assert enquiry.lane == "human_only" and enquiry.model_version == "none"
+
+
+def test_worker_processes_prepare_ahead_and_change_nothing(
+    session_factory: sessionmaker[Session], context: PipelineContext, tmp_path: Path
+) -> None:
+    """Parsing, enriching and classifying in worker processes, a batch ahead, gives the inline result."""
+    mails = [email_bytes(message_id=f"<w{i}@x>", body=f"Demo please, team of {i}") for i in range(23)]
+    mails[5] = b"not a mail"
+    mails[9] = email_bytes(message_id="<w1@x>", body="Demo please, team of 1")  # a duplicate
+    store(session_factory, Channel.EMAIL, mails)
+    context.parse_workers = 2
+    context.parallel_minimum = 1
+    summary = process_pending(session_factory, context, batch_size=4)
+    with session_factory() as session:
+        parallel = sorted(
+            (e.message_key, e.intent, e.lane, e.confidence, e.enrichment["segment"])
+            for e in session.scalars(sa.select(Enquiry))
+        )
+        statuses = sorted(session.scalars(sa.select(RawRecord.status)))
+    assert summary.processed == 23 and summary.batches == 6
+    assert statuses.count("quarantined") == 1 and statuses.count("duplicate") == 1
+    assert {"normalise", "classify"} <= set(summary.stage_seconds)
+
+    inline = tmp_path / "inline.db"
+    engine = make_engine(f"sqlite:///{inline}")
+    upgrade_schema(engine)
+    factory = make_session_factory(engine)
+    store(factory, Channel.EMAIL, mails)
+    context.parse_workers = 1
+    process_pending(factory, context, batch_size=4)
+    with factory() as session:
+        expected = sorted(
+            (e.message_key, e.intent, e.lane, e.confidence, e.enrichment["segment"])
+            for e in session.scalars(sa.select(Enquiry))
+        )
+    engine.dispose()
+    assert parallel == expected and len(expected) == 21

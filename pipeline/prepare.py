@@ -1,0 +1,132 @@
+"""The CPU-bound half of a batch: parse, enrich, classify. It needs no database.
+
+So it can run in worker processes, on the next batch, while the main process writes the current one:
+that is how a run uses both cores. Everything here is picklable: a `Preparer` travels to each worker
+once (the pool's initializer), then only raw payloads and results cross the process boundary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from config.policy import LanePolicy
+from connectors.enrichment import Firmographics
+from models.errors import SkippableError
+from models.records import EnquiryIn, Enrichment, Prediction
+from pipeline.enrich import enrich
+from pipeline.normalise import RawPayload, normalise_payload
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+NO_MODEL_VERSION = "none"
+
+
+class Classifier(Protocol):
+    """What the pipeline needs of a model (models.classifier.TriageModel is one)."""
+
+    version: str
+
+    def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One raw record, interpreted: a quarantine reason, or an enquiry (with its enrichment and,
+    unless it is an auto-reply, the model's prediction)."""
+
+    enquiry: EnquiryIn | None
+    problem: str | None = None
+    enrichment: Enrichment | None = None
+    prediction: Prediction | None = None
+
+
+def feature_frame(enquiries: Sequence[EnquiryIn], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
+    """The model's input columns (models.classifier.FEATURE_COLUMNS)."""
+    import pandas as pd  # only runs that classify pay for importing pandas
+
+    return pd.DataFrame(
+        {
+            "subject": [e.subject for e in enquiries],
+            "body": [e.body for e in enquiries],
+            "channel": [e.channel.value for e in enquiries],
+            "free_mail": [e.free_mail for e in enrichments],
+            "segment": [e.segment for e in enrichments],
+        }
+    )
+
+
+def no_model_predictions(count: int) -> list[Prediction]:
+    """Without an active model nothing is automated: every enquiry goes to people."""
+    return [
+        Prediction(
+            intent="other", confidence=0.0, threshold=1.0, abstained=True, model_version=NO_MODEL_VERSION
+        )
+        for _ in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Parse, enrich and classify a chunk of raw payloads; returns results and seconds per stage."""
+
+    model: Classifier | None
+    firmographics: Firmographics
+    lanes: LanePolicy
+    max_body_chars: int
+
+    def __call__(self, items: Sequence[RawPayload]) -> tuple[list[Prepared], dict[str, float]]:
+        started = time.perf_counter()
+        parsed: list[EnquiryIn | str] = []
+        for item in items:
+            try:
+                parsed.append(normalise_payload(item, max_body_chars=self.max_body_chars))
+            except SkippableError as error:
+                parsed.append(str(error) or error.__class__.__name__)
+        timings = {"normalise": time.perf_counter() - started}
+
+        started = time.perf_counter()
+        usable = [e for e in parsed if isinstance(e, EnquiryIn) and not e.skip_reason]
+        enrichments = [enrich(e, self.firmographics, self.lanes) for e in usable]
+        timings["enrich"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if self.model is None:
+            predictions = no_model_predictions(len(usable))
+        else:
+            predictions = self.model.predict(feature_frame(usable, enrichments)) if usable else []
+        timings["classify"] = time.perf_counter() - started
+
+        extra = iter(zip(enrichments, predictions, strict=True))
+        results: list[Prepared] = []
+        for entry in parsed:
+            if isinstance(entry, str):
+                results.append(Prepared(None, problem=entry))
+            elif entry.skip_reason:
+                results.append(Prepared(entry))
+            else:
+                enrichment, prediction = next(extra)
+                results.append(Prepared(entry, enrichment=enrichment, prediction=prediction))
+        return results, timings
+
+
+_WORKER_PREPARER: Preparer | None = None
+
+
+def init_worker(preparer: Preparer) -> None:
+    """Pool initializer: keep the preparer (and its model) in the worker for every chunk."""
+    from threadpoolctl import threadpool_limits
+
+    global _WORKER_PREPARER
+    # One BLAS thread per worker: the workers already fill the cores, more threads only contend.
+    threadpool_limits(1)
+    _WORKER_PREPARER = preparer
+
+
+def prepare_in_worker(items: list[RawPayload]) -> tuple[list[Prepared], dict[str, float]]:
+    if _WORKER_PREPARER is None:
+        raise RuntimeError("worker started without init_worker")
+    return _WORKER_PREPARER(items)
