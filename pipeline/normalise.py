@@ -11,7 +11,6 @@ from typing import NamedTuple
 from connectors.chat import parse_chat_payload, transcript_to_enquiry
 from connectors.forms import form_to_enquiry, parse_form_payload
 from connectors.mime import parse_email
-from models.errors import SkippableError
 from models.records import Channel, EnquiryIn
 from store.tables import RawRecord
 
