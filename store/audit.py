@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,24 +12,38 @@ from sqlalchemy.orm import Session
 from store.tables import Correction, DecisionRow, Enquiry
 
 
-def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+def _stream(
+    session: Session,
+    model: type[DecisionRow] | type[Correction],
+    since: datetime | None,
+    shape: Callable[[Any], dict[str, Any]],
+    record: str,
+) -> Iterator[dict[str, Any]]:
+    """Rows of `model` with the identity of the enquiry they are about, in id order, 1,000 at a time."""
     statement = (
-        sa.select(DecisionRow, Enquiry.sender_email, Enquiry.phone, Enquiry.channel)
-        .join(Enquiry, Enquiry.id == DecisionRow.enquiry_id)
-        .order_by(DecisionRow.id)
+        sa.select(model, Enquiry.sender_email, Enquiry.phone, Enquiry.channel)
+        .join(Enquiry, Enquiry.id == model.enquiry_id)
+        .order_by(model.id)
         .execution_options(yield_per=1000)
     )
     if since is not None:
-        statement = statement.where(DecisionRow.created_at >= since)
+        statement = statement.where(model.created_at >= since)
     for row, email, phone, channel in session.execute(statement):
         yield {
-            "record": "decision",
+            "record": record,
             "id": row.id,
             "created_at": row.created_at.isoformat(),
             "enquiry_id": row.enquiry_id,
             "channel": channel,
             "sender_email": email,
             "sender_phone": phone,
+            **shape(row),
+        }
+
+
+def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    def shape(row: DecisionRow) -> dict[str, Any]:
+        return {
             "actor": row.actor,
             "kind": row.kind,
             "lane": row.lane,
@@ -43,25 +57,12 @@ def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterat
             "model_version": row.model_version,
         }
 
+    return _stream(session, DecisionRow, since, shape, "decision")
+
 
 def iter_corrections(session: Session, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    statement = (
-        sa.select(Correction, Enquiry.sender_email, Enquiry.phone, Enquiry.channel)
-        .join(Enquiry, Enquiry.id == Correction.enquiry_id)
-        .order_by(Correction.id)
-        .execution_options(yield_per=1000)
-    )
-    if since is not None:
-        statement = statement.where(Correction.created_at >= since)
-    for row, email, phone, channel in session.execute(statement):
-        yield {
-            "record": "correction",
-            "id": row.id,
-            "created_at": row.created_at.isoformat(),
-            "enquiry_id": row.enquiry_id,
-            "channel": channel,
-            "sender_email": email,
-            "sender_phone": phone,
+    def shape(row: Correction) -> dict[str, Any]:
+        return {
             "actor": row.corrected_by,
             "kind": "correction",
             "intent": row.intent,
@@ -70,3 +71,5 @@ def iter_corrections(session: Session, *, since: datetime | None = None) -> Iter
             "previous": row.previous,
             "model_version": row.model_version,
         }
+
+    return _stream(session, Correction, since, shape, "correction")
