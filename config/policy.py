@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.yaml_files import load_yaml_model
 from models.errors import ConfigError
 from models.records import Lane
 
@@ -166,7 +166,6 @@ class Policy(BaseModel):
 
 
 POLICY_FILES = ("taxonomy.yaml", "lanes.yaml", "decision_matrix.yaml")
-_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def load_policy(directory: Path) -> Policy:
@@ -177,9 +176,9 @@ def load_policy(directory: Path) -> Policy:
         if not path.is_file():
             raise ConfigError(f"{path}: policy file missing (copy it from config/defaults/{name})")
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    taxonomy = _load(directory / "taxonomy.yaml", Taxonomy)
-    lanes = _load(directory / "lanes.yaml", LanePolicy)
-    matrix = _load(directory / "decision_matrix.yaml", DecisionMatrix)
+    taxonomy = load_yaml_model(directory / "taxonomy.yaml", Taxonomy, what="taxonomy")
+    lanes = load_yaml_model(directory / "lanes.yaml", LanePolicy, what="lane policy")
+    matrix = load_yaml_model(directory / "decision_matrix.yaml", DecisionMatrix, what="decision matrix")
     for intent, policy in taxonomy.intents.items():
         if policy.task not in matrix.tasks:
             raise ConfigError(
@@ -192,39 +191,3 @@ def load_policy(directory: Path) -> Policy:
     return Policy(
         taxonomy=taxonomy, lanes=lanes, matrix=matrix, version=digest.hexdigest()[:12], directory=directory
     )
-
-
-def _load(path: Path, model: type[_Model]) -> _Model:
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            line = _line_of(node, item["loc"])
-            where = f"{path}:{line}" if line else str(path)
-            problems.append(f"{where}: {field}: {item['msg']}")
-        raise ConfigError("invalid policy file\n  " + "\n  ".join(problems)) from error
-
-
-def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at a pydantic error location (or its nearest parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((value for key, value in node.value if key.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            match = node.value[part]
-        else:
-            match = None
-        if match is None:
-            break
-        node = match
-        line = node.start_mark.line + 1
-    return line

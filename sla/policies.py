@@ -6,16 +6,15 @@ raises `ConfigError` naming the file, the field and its line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.yaml_files import load_yaml_model
 from models.errors import ConfigError
 from sla.calendar import BusinessCalendar, add_business_minutes, load_ical_holidays, make_calendar
 
@@ -205,22 +204,7 @@ def load_policies(path: Path | str | None = None, *, timezone: str | None = None
     `timezone` (from settings) replaces the file's default zone for calendars that do not name their own.
     """
     source = Path(path) if path is not None else DEFAULT_POLICY_FILE
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{source}: cannot read the SLA policy file: {error}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from error
-    try:
-        spec = SlaFile.model_validate(raw)
-    except ValidationError as error:
-        first = error.errors()[0]
-        location = ".".join(str(part) for part in first["loc"])
-        line = _line_of(text, first["loc"])
-        where = f"{source}:{line}" if line else str(source)
-        raise ConfigError(f"{where}: field '{location}': {first['msg']}") from error
+    spec = load_yaml_model(source, SlaFile, what="SLA policy file")
     return _resolve(spec, source, timezone or spec.timezone)
 
 
@@ -267,28 +251,6 @@ def _resolve(spec: SlaFile, source: Path, default_zone: str) -> SlaPolicies:
     if policies[-1].match is not None:
         raise ConfigError(f"{source}: field 'policies': the last policy must be a default without `match`")
     return SlaPolicies(spec.version, str(source), tuple(policies), calendars)
-
-
-def _line_of(text: str, loc: Sequence[int | str]) -> int | None:
-    """The 1-based line of a field in the YAML text, following pydantic's error location."""
-    try:
-        node: Any = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line: int | None = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next((pair for pair in node.value if pair[0].value == str(part)), None)
-            if found is None:
-                break
-            line = found[0].start_mark.line + 1
-            node = found[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
 
 
 def match_policy(

@@ -12,11 +12,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from config.yaml_files import load_yaml_model
 from connectors.crm.base import LEAD_FIELDS, TASK_FIELDS
-from models.errors import ConfigError
 
 MAPPING_FILE_NAME = "crm_mapping.yaml"
 ValueFormat = Literal["text", "date", "datetime", "integer", "number"]
@@ -221,46 +220,6 @@ def default_mapping_path(policy_dir: Path) -> Path:
 
 def load_mapping(path: Path) -> LeadMapping:
     """Read and validate a mapping file; every problem is a ConfigError naming file, field and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the CRM mapping: {error.strerror}") from error
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the CRM mapping must be a mapping with `lead` and `task` sections")
-    try:
-        mapping = LeadMapping.model_validate(data)
-    except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            location = [
-                part for part in item["loc"] if not isinstance(part, str) or not part.startswith("function")
-            ]
-            dotted = ".".join(str(part) for part in location) or "(top level)"
-            line = _line_of(text, location)
-            where = f"{path}:{line}" if line else str(path)
-            problems.append(f"{where}: {dotted}: {item['msg']}")
-        raise ConfigError("invalid CRM mapping:\n  " + "\n  ".join(problems)) from error
+    mapping = load_yaml_model(path, LeadMapping, what="CRM mapping")
     mapping._source_path = str(path)
     return mapping
-
-
-def _line_of(text: str, location: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at `location`, or of its nearest existing parent."""
-    try:
-        node: Any = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in location:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next((pair for pair in node.value if pair[0].value == str(part)), None)
-        if match is None:
-            break
-        line = match[0].start_mark.line + 1
-        node = match[1]
-    return line
