@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
+
+from sqlalchemy.orm import Session
+
+from store.tables import Enquiry, RawRecord
 
 T0 = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
 
@@ -71,3 +76,54 @@ def chat_json(
         "messages": messages,
     }
     return json.dumps(transcript).encode()
+
+
+def insert_enquiry(session: Session, *, at: datetime = T0, **fields: Any) -> str:
+    """An enquiry row and its raw record, as the pipeline would have stored them; returns the enquiry id.
+
+    Every column has a plain default; pass any `Enquiry` column to override it.
+    """
+    enquiry_id = fields.pop("id", None) or uuid.uuid4().hex
+    raw = RawRecord(
+        source="test",
+        channel=fields.get("channel", "email"),
+        external_key=enquiry_id,
+        payload=b"x",
+        received_at=at,
+        imported_at=at,
+        status="enquiry",
+        enquiry_id=enquiry_id,
+    )
+    session.add(raw)
+    session.flush()
+    subject = fields.get("subject", "")
+    columns: dict[str, Any] = {
+        "channel": "email",
+        "source": "test",
+        "message_key": None,
+        "thread_key": None,
+        "content_hash": enquiry_id,
+        "received_at": at,
+        "sender_email": None,
+        "sender_name": None,
+        "phone": None,
+        "subject": subject,
+        "subject_norm": subject.lower()[:300],
+        "body": "",
+        "attributes": {},
+        "attachments": [],
+        "enrichment": {"free_mail": False, "segment": "smb"},
+        "intent": "other",
+        "queue": "general",
+        "priority": "normal",
+        "lane": "hybrid",
+        "confidence": 0.9,
+        "explanation": [],
+        "model_version": "m-test",
+        "status": "open",
+        "created_at": at,
+    }
+    columns.update(fields)
+    session.add(Enquiry(id=enquiry_id, raw_id=raw.id, **columns))
+    session.flush()
+    return enquiry_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,8 @@ from sqlalchemy.orm import Session
 from models import registry
 from models.classifier import frame_from_texts
 from models.training import TrainResult, train_model
-from store.tables import Correction, Enquiry, RawRecord, ShadowPrediction
+from store.tables import Correction, Enquiry, ShadowPrediction
+from tests.builders import insert_enquiry
 from tests.conftest import shared_data
 
 OOS = "not_ours"
@@ -138,51 +138,18 @@ def add_enquiry(
     enrichment: dict[str, Any] | None = None,
 ) -> str:
     """An enquiry row (with its raw record) as the pipeline would have stored it; returns its id."""
-    enquiry_id = uuid.uuid4().hex
-    raw = RawRecord(
-        source="test",
-        channel="email",
-        external_key=enquiry_id,
-        payload=b"x",
-        received_at=NOW,
-        imported_at=NOW,
-        status="enquiry",
-        enquiry_id=enquiry_id,
+    return insert_enquiry(
+        session,
+        at=NOW,
+        subject=subject,
+        body=body,
+        intent=intent,
+        model_version=model_version,
+        lane=lane,
+        enrichment=enrichment or {"free_mail": False, "segment": "smb"},
+        queue="q",
+        status="done",
     )
-    session.add(raw)
-    session.flush()
-    session.add(
-        Enquiry(
-            id=enquiry_id,
-            raw_id=raw.id,
-            channel="email",
-            source="test",
-            message_key=None,
-            thread_key=None,
-            content_hash=enquiry_id,
-            received_at=NOW,
-            sender_email=None,
-            sender_name=None,
-            phone=None,
-            subject=subject,
-            subject_norm=subject.lower(),
-            body=body,
-            attributes={},
-            attachments=[],
-            enrichment=enrichment or {"free_mail": False, "segment": "smb"},
-            intent=intent,
-            queue="q",
-            priority="normal",
-            lane=lane,
-            confidence=0.9,
-            explanation=[],
-            model_version=model_version,
-            status="done",
-            created_at=NOW,
-        )
-    )
-    session.flush()
-    return enquiry_id
 
 
 def add_correction(session: Session, enquiry_id: str, *, intent: str, minutes: int = 1) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from store.tables import Enquiry, RawRecord, ReviewItem, SlaTimer
+from store.tables import ReviewItem, SlaTimer
+from tests.builders import insert_enquiry
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -35,56 +36,29 @@ def add_enquiry_with_item(
 ) -> tuple[int, str]:
     """An enquiry, its review item and (optionally) a running first-response timer: (item id, enquiry id)."""
     enquiry_id = uuid.uuid4().hex
-    raw = RawRecord(
-        source="test",
-        channel="email",
-        external_key=enquiry_id,
-        payload=b"x",
-        received_at=now,
-        imported_at=now,
-        status="enquiry",
-        enquiry_id=enquiry_id,
+    insert_enquiry(
+        session,
+        id=enquiry_id,
+        at=now,
+        message_key=f"<{enquiry_id}@x>",
+        received_at=now - timedelta(minutes=5),
+        sender_email=sender_email,
+        sender_name=sender_name,
+        subject=subject,
+        body=body,
+        enrichment=enrichment
+        if enrichment is not None
+        else {"domain": "acme.example", "company": "Acme", "segment": "mid_market", "employees": 250},
+        intent=intent,
+        queue=queue,
+        priority=priority,
+        lane=lane,
+        confidence=confidence,
+        explanation=explanation if explanation is not None else [["demo", 1.25], ["seats", 0.5]],
+        model_version="m-2026-11-01",
+        status="review",
+        created_at=now - timedelta(minutes=5),
     )
-    session.add(raw)
-    session.flush()
-    session.add(
-        Enquiry(
-            id=enquiry_id,
-            raw_id=raw.id,
-            channel="email",
-            source="test",
-            message_key=f"<{enquiry_id}@x>",
-            thread_key=None,
-            content_hash=enquiry_id,
-            received_at=now - timedelta(minutes=5),
-            sender_email=sender_email,
-            sender_name=sender_name,
-            phone=None,
-            subject=subject,
-            subject_norm=subject.lower()[:300],
-            body=body,
-            attributes={},
-            attachments=[],
-            enrichment=enrichment
-            if enrichment is not None
-            else {
-                "domain": "acme.example",
-                "company": "Acme",
-                "segment": "mid_market",
-                "employees": 250,
-            },
-            intent=intent,
-            queue=queue,
-            priority=priority,
-            lane=lane,
-            confidence=confidence,
-            explanation=explanation if explanation is not None else [["demo", 1.25], ["seats", 0.5]],
-            model_version="m-2026-11-01",
-            status="review",
-            created_at=now - timedelta(minutes=5),
-        )
-    )
-    session.flush()
     due_at = now + timedelta(minutes=due_in_minutes) if due_in_minutes is not None else None
     item = ReviewItem(
         enquiry_id=enquiry_id,
