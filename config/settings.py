@@ -28,7 +28,12 @@ class CrmSettings(BaseModel):
     """Which CRM receives leads, and how the outbox drains."""
 
     backend: Literal["local", "salesforce"] = "local"
-    batch_size: int = Field(default=200, ge=1, le=10_000)
+    batch_size: int = Field(
+        default=1_000,
+        ge=1,
+        le=10_000,
+        description="Outbox writes claimed per drain transaction (Salesforce requests hold 200 each).",
+    )
     bulk_threshold: int = Field(
         default=2_000, ge=1, description="Batches this large or larger go through Bulk API 2.0."
     )

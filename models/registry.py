@@ -27,6 +27,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import Pipeline
 from sqlalchemy.orm import Session
 
+from models.artifact import ModelArtifact, artifact_with_status, find_artifact, registered_version
 from models.classifier import TriageModel
 from models.errors import ConfigError, FatalError
 from models.training import TrainResult
@@ -153,13 +154,6 @@ def register_candidate(
     return version
 
 
-def _row(session: Session, version: str) -> ModelVersion:
-    row = repo.get_version(session, version)
-    if row is None:
-        raise ConfigError(f"no model version {version!r}; `triage model list` shows the registered ones")
-    return row
-
-
 def read_artifact(path: Path, provenance: dict[str, Any], *, version: str) -> TriageModel:
     """Load one artifact file after checking library versions, integrity and the types it contains."""
     trained_with = provenance.get("libraries", {}).get("scikit-learn")
@@ -193,25 +187,26 @@ def read_artifact(path: Path, provenance: dict[str, Any], *, version: str) -> Tr
     )
 
 
-def load_model(session: Session, home: Path, version: str) -> TriageModel:
-    """The model of `version`, cached in this process (a skops load takes a while).
+def load_artifact(artifact: ModelArtifact) -> TriageModel:
+    """The model of an artifact, cached in this process (artifacts are immutable; a load takes a while).
 
     Raises FatalError when the artifact was made under another scikit-learn or was altered.
     """
-    row = _row(session, version)
-    provenance = dict(row.provenance)
-    key = (version, str(provenance.get("artifact_sha256")))
+    key = (artifact.version, str(artifact.provenance.get("artifact_sha256")))
     with _cache_lock:
         cached = _cache.get(key)
-    if cached is not None and provenance.get("libraries", {}).get("scikit-learn") == sklearn.__version__:
+    trained_with = artifact.provenance.get("libraries", {}).get("scikit-learn")
+    if cached is not None and trained_with == sklearn.__version__:
         return cached
-    path = Path(row.artifact_path)
-    if not path.is_absolute():
-        path = Path(home) / path
-    model = read_artifact(path, provenance, version=version)
+    model = read_artifact(artifact.path, artifact.provenance, version=artifact.version)
     with _cache_lock:
         _cache[key] = model
     return model
+
+
+def load_model(session: Session, home: Path, version: str) -> TriageModel:
+    """The model of a registered `version` (see `load_artifact`)."""
+    return load_artifact(find_artifact(session, home, version))
 
 
 def clear_cache() -> None:
@@ -240,14 +235,14 @@ def newest_candidate(session: Session) -> str | None:
 
 def load_active(session: Session, home: Path) -> TriageModel | None:
     """The active model, or None before the first promotion."""
-    version = active_version(session)
-    return load_model(session, home, version) if version else None
+    artifact = artifact_with_status(session, home, "active")
+    return artifact.load() if artifact else None
 
 
 def load_shadow(session: Session, home: Path) -> TriageModel | None:
     """The shadow model, or None."""
-    version = shadow_version(session)
-    return load_model(session, home, version) if version else None
+    artifact = artifact_with_status(session, home, "shadow")
+    return artifact.load() if artifact else None
 
 
 def _person(name: str | None, *, what: str) -> str:
@@ -268,7 +263,7 @@ def promote(session: Session, version: str, *, approved_by: str) -> None:
     version, which is what `rollback` returns to. The caller commits.
     """
     approver = _person(approved_by, what="promotion")
-    row = _row(session, version)
+    row = registered_version(session, version)
     current = repo.version_with_status(session, "active", lock=True)
     if current is not None and current.version == version:
         raise ConfigError(f"model {version} is already active")
@@ -306,7 +301,7 @@ def rollback(session: Session, *, actor: str) -> str:
     promotion = repo.last_event(session, version=current.version, action="promote")
     if promotion is None or promotion.previous_active is None:
         raise ConfigError(f"model {current.version} has no previous active model to return to")
-    previous = _row(session, promotion.previous_active)
+    previous = registered_version(session, promotion.previous_active)
     now = utcnow()
     current.status = "retired"
     previous.status = "active"
@@ -324,7 +319,7 @@ def rollback(session: Session, *, actor: str) -> str:
 
 def set_shadow(session: Session, version: str, *, actor: str) -> None:
     """Score `version` beside the active model from now on; a previous shadow goes back to candidate."""
-    row = _row(session, version)
+    row = registered_version(session, version)
     if row.status == "active":
         raise ConfigError(f"model {version} is active; only another model can shadow it")
     current = repo.version_with_status(session, "shadow", lock=True)
@@ -390,7 +385,7 @@ def list_summaries(session: Session) -> list[dict[str, Any]]:
 
 def describe(session: Session, version: str) -> dict[str, Any]:
     """Everything known about one version: summary, full provenance and its lifecycle events."""
-    row = _row(session, version)
+    row = registered_version(session, version)
     return {
         **summary(row),
         "artifact_path": row.artifact_path,

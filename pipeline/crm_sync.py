@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.crm.base import CrmBackend, LeadWrite, TaskWrite, WriteResult
 from models.errors import FatalError, RetriableError
+from pipeline.gc_pauses import fewer_gc_pauses
 from store import outbox
 from store.common import utcnow
 from store.db import transaction
@@ -51,39 +52,47 @@ def drain_outbox(
 ) -> DrainSummary:
     """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable."""
     summary = DrainSummary()
-    while max_batches is None or summary.batches < max_batches:
-        with transaction(factory) as session:
-            now = clock()
-            rows = outbox.claim_due(session, limit=batch_size, now=now)
-            if not rows:
+    with fewer_gc_pauses():
+        while max_batches is None or summary.batches < max_batches:
+            with transaction(factory) as session:
+                now = clock()
+                rows = outbox.claim_due(session, limit=batch_size, now=now)
+                if not rows:
+                    break
+                summary.batches += 1
+                unavailable = _settle(session, backend, rows, now, summary, max_attempts, backoff_seconds)
+                outbox.save_outcomes(session, rows)
+            if unavailable:
                 break
-            summary.batches += 1
-            attempted: set[int] = set()
-            unavailable = False
-            try:
-                _send_batch(session, backend, rows, now, summary, max_attempts, backoff_seconds, attempted)
-            except RetriableError as error:
-                # The CRM is down or throttling: the batch's unsettled writes wait for their backoff.
-                for row in rows:
-                    if row.id not in attempted:
-                        outbox.mark_retry(
-                            row,
-                            error=str(error),
-                            now=now,
-                            backoff_seconds=backoff_seconds,
-                            max_attempts=max_attempts,
-                        )
-                        summary.retried += 1
-                summary.stopped_by = str(error)
-                summary.errors.append(str(error))
-                log.warning(
-                    "CRM unavailable, %d writes wait for retry: %s", len(rows) - len(attempted), error
-                )
-                unavailable = True
-            outbox.save_outcomes(session, rows)
-        if unavailable:
-            break
     return summary
+
+
+def _settle(
+    session: Session,
+    backend: CrmBackend,
+    rows: list[ClaimedWrite],
+    now: datetime,
+    summary: DrainSummary,
+    max_attempts: int,
+    backoff_seconds: float,
+) -> bool:
+    """Send a claimed batch and set each row's outcome; True when the CRM as a whole is unavailable."""
+    attempted: set[int] = set()
+    try:
+        _send_batch(session, backend, rows, now, summary, max_attempts, backoff_seconds, attempted)
+    except RetriableError as error:
+        # The CRM is down or throttling: the batch's unsettled writes wait for their backoff.
+        for row in rows:
+            if row.id not in attempted:
+                outbox.mark_retry(
+                    row, error=str(error), now=now, backoff_seconds=backoff_seconds, max_attempts=max_attempts
+                )
+                summary.retried += 1
+        summary.stopped_by = str(error)
+        summary.errors.append(str(error))
+        log.warning("CRM unavailable, %d writes wait for retry: %s", len(rows) - len(attempted), error)
+        return True
+    return False
 
 
 def _send_batch(

@@ -18,7 +18,7 @@ from pipeline.intake import IngestSummary, ingest_source
 from pipeline.process import ProcessSummary, process_pending
 from pipeline.runtime import Runtime, file_source
 from store import enquiries as enquiry_store
-from store import outbox
+from store import model_registry, outbox
 from store import raw as raw_store
 from store.db import transaction
 from store.tables import FlowRun
@@ -169,9 +169,8 @@ def workspace_summary(runtime: Runtime) -> dict[str, Any]:
 
 
 def _active_version(session: Any) -> str | None:
-    from models.registry import active_version
-
-    return active_version(session)
+    row = model_registry.version_with_status(session, "active")  # not models.registry: no scikit-learn
+    return row.version if row else None
 
 
 def ensure_starter_model(runtime: Runtime) -> str:

@@ -12,18 +12,11 @@ from connectors.chat import parse_chat_payload, transcript_to_enquiry
 from connectors.forms import form_to_enquiry, parse_form_payload
 from connectors.mime import parse_email
 from models.records import Channel, EnquiryIn
-from store.tables import RawRecord
+from store.raw import PendingRecord
 
 _REPLY_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|rif|tr|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 ENQUIRY_NAMESPACE = uuid.UUID("5b1f3f0e-7f0a-4d5e-9a43-2f1d2b7e9c11")
-
-
-def normalise(raw: RawRecord, *, max_body_chars: int) -> EnquiryIn:
-    """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
-    return normalise_payload(
-        RawPayload(raw.channel, raw.payload, raw.source, raw.received_at), max_body_chars=max_body_chars
-    )
 
 
 class RawPayload(NamedTuple):
@@ -36,6 +29,7 @@ class RawPayload(NamedTuple):
 
 
 def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
+    """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
     channel = Channel(item.channel)
     if channel is Channel.EMAIL:
         return parse_email(
@@ -70,6 +64,6 @@ def content_hash(enquiry: EnquiryIn) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def enquiry_id_for(raw: RawRecord) -> str:
+def enquiry_id_for(raw: PendingRecord) -> str:
     """A deterministic id from the record's source key: a re-run derives the same id, never a new one."""
     return uuid.uuid5(ENQUIRY_NAMESPACE, f"{raw.source}\x1f{raw.external_key}").hex

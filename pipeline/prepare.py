@@ -2,7 +2,9 @@
 
 So it can run in worker processes, on the next batch, while the main process writes the current one:
 that is how a run uses both cores. Everything here is picklable: a `Preparer` travels to each worker
-once (the pool's initializer), then only raw payloads and results cross the process boundary.
+once (the pool's initializer), then only raw payloads and results cross the process boundary. Its
+models travel as `ModelArtifact`s (a path and provenance) and each worker loads them itself, so the main
+process never imports scikit-learn and no model is pickled through a pipe.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from config.policy import LanePolicy
 from connectors.enrichment import Firmographics
+from models.artifact import ModelArtifact
 from models.errors import SkippableError
 from models.records import EnquiryIn, Enrichment, Prediction
 from pipeline.enrich import enrich
@@ -33,15 +36,24 @@ class Classifier(Protocol):
     def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
 
 
+# A model in memory (tests, callers that already hold one), one to load where it is used, or none.
+ModelSource = Classifier | ModelArtifact | None
+
+
+def loaded(model: ModelSource) -> Classifier | None:
+    return model.load() if isinstance(model, ModelArtifact) else model
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """One raw record, interpreted: a quarantine reason, or an enquiry (with its enrichment and,
-    unless it is an auto-reply, the model's prediction)."""
+    unless it is an auto-reply, the model's prediction and the shadow model's, if one runs)."""
 
     enquiry: EnquiryIn | None
     problem: str | None = None
     enrichment: Enrichment | None = None
     prediction: Prediction | None = None
+    shadow: Prediction | None = None
 
 
 def feature_frame(enquiries: Sequence[EnquiryIn], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
@@ -73,10 +85,16 @@ def no_model_predictions(count: int) -> list[Prediction]:
 class Preparer:
     """Parse, enrich and classify a chunk of raw payloads; returns results and seconds per stage."""
 
-    model: Classifier | None
+    model: ModelSource
     firmographics: Firmographics
     lanes: LanePolicy
     max_body_chars: int
+    shadow: ModelSource = None
+
+    def load_models(self) -> None:
+        """Load the models now (a worker's start-up) rather than on its first chunk."""
+        loaded(self.model)
+        loaded(self.shadow)
 
     def __call__(self, items: Sequence[RawPayload]) -> tuple[list[Prepared], dict[str, float]]:
         started = time.perf_counter()
@@ -94,13 +112,17 @@ class Preparer:
         timings["enrich"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if self.model is None:
-            predictions = no_model_predictions(len(usable))
-        else:
-            predictions = self.model.predict(feature_frame(usable, enrichments)) if usable else []
+        model, shadow = loaded(self.model), loaded(self.shadow)
+        predictions: list[Prediction] = []
+        shadows: list[Prediction | None] = [None] * len(usable)
+        if usable:
+            frame = feature_frame(usable, enrichments)
+            predictions = model.predict(frame) if model is not None else no_model_predictions(len(usable))
+            if shadow is not None:
+                shadows = list(shadow.predict(frame))
         timings["classify"] = time.perf_counter() - started
 
-        extra = iter(zip(enrichments, predictions, strict=True))
+        extra = iter(zip(enrichments, predictions, shadows, strict=True))
         results: list[Prepared] = []
         for entry in parsed:
             if isinstance(entry, str):
@@ -108,8 +130,10 @@ class Preparer:
             elif entry.skip_reason:
                 results.append(Prepared(entry))
             else:
-                enrichment, prediction = next(extra)
-                results.append(Prepared(entry, enrichment=enrichment, prediction=prediction))
+                enrichment, prediction, shadow_prediction = next(extra)
+                results.append(
+                    Prepared(entry, enrichment=enrichment, prediction=prediction, shadow=shadow_prediction)
+                )
         return results, timings
 
 
@@ -117,12 +141,13 @@ _WORKER_PREPARER: Preparer | None = None
 
 
 def init_worker(preparer: Preparer) -> None:
-    """Pool initializer: keep the preparer (and its model) in the worker for every chunk."""
+    """Pool initializer: load the models and keep the preparer in the worker for every chunk."""
     from threadpoolctl import threadpool_limits
 
     global _WORKER_PREPARER
     # One BLAS thread per worker: the workers already fill the cores, more threads only contend.
     threadpool_limits(1)
+    preparer.load_models()
     _WORKER_PREPARER = preparer
 
 

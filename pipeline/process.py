@@ -26,14 +26,15 @@ from config.policy import Policy
 from connectors.enrichment import Firmographics
 from models.lanes import decide
 from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
+from pipeline.gc_pauses import fewer_gc_pauses
 from pipeline.normalise import RawPayload, content_hash, enquiry_id_for, is_reply_subject, normalise_subject
-from pipeline.prepare import Classifier, Prepared, Preparer, feature_frame, init_worker, prepare_in_worker
+from pipeline.prepare import ModelSource, Prepared, Preparer, init_worker, prepare_in_worker
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
 from store.common import lock_keys, utcnow
 from store.db import transaction
-from store.tables import RawRecord
+from store.raw import PendingRecord
 
 log = logging.getLogger(__name__)
 PARALLEL_MINIMUM = 1_000  # pending records below which starting worker processes costs more than it saves
@@ -51,16 +52,16 @@ class PipelineContext:
 
     policy: Policy
     firmographics: Firmographics
-    model: Classifier | None
+    model: ModelSource  # loaded where it classifies: in the workers when there are any
     start_timers: TimerStarter
-    shadow: Classifier | None = None
+    shadow: ModelSource = None
     max_body_chars: int = 50_000
     on_customer_replies: ReplyHook | None = None
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
     parallel_minimum: int = PARALLEL_MINIMUM
 
     def preparer(self) -> Preparer:
-        return Preparer(self.model, self.firmographics, self.policy.lanes, self.max_body_chars)
+        return Preparer(self.model, self.firmographics, self.policy.lanes, self.max_body_chars, self.shadow)
 
 
 @dataclass
@@ -111,16 +112,16 @@ def process_pending(
     summary = ProcessSummary()
     preparer = context.preparer()
     with ExitStack() as stack:
+        stack.enter_context(fewer_gc_pauses())
         pool: ProcessPoolExecutor | None = None
         if context.parse_workers > 1:
             with factory() as session:
                 pending = raw.count_pending(session)
             if pending >= context.parallel_minimum:
-                # forkserver, not fork: a flow run has threads, and forking a threaded process can deadlock.
                 pool = stack.enter_context(
                     ProcessPoolExecutor(
                         context.parse_workers,
-                        mp_context=multiprocessing.get_context("forkserver"),
+                        mp_context=_worker_context(),
                         initializer=init_worker,
                         initargs=(preparer,),
                     )
@@ -132,10 +133,13 @@ def process_pending(
                 if not records:
                     break
                 ids = [record.id for record in records]
+                waiting = time.perf_counter()
                 if ahead is not None and ahead.ids == ids:
                     prepared = ahead.results(summary)
                 else:  # nothing prepared ahead, or another worker took some of those rows
                     prepared = _prepare_now(records, preparer, pool, context.parse_workers, summary)
+                if pool is not None:  # how long this process waited for the workers (their start-up too)
+                    summary.stage_seconds["wait_for_workers"] += time.perf_counter() - waiting
                 ahead = None
                 if pool is not None:
                     upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
@@ -149,9 +153,19 @@ def process_pending(
 
 
 PreparedChunk = tuple[list[Prepared], dict[str, float]]
+# Imported once by the fork server, before it forks the workers: scikit-learn and skops take seconds
+# to import, and each worker would otherwise import them again.
+WORKER_PRELOAD = ["pipeline.prepare", "models.registry"]
 
 
-def _payloads(records: Sequence[RawRecord]) -> list[RawPayload]:
+def _worker_context() -> multiprocessing.context.ForkServerContext:
+    # forkserver, not fork: a flow run has threads, and forking a threaded process can deadlock.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
+
+
+def _payloads(records: Sequence[PendingRecord]) -> list[RawPayload]:
     return [RawPayload(r.channel, r.payload, r.source, r.received_at) for r in records]
 
 
@@ -178,7 +192,7 @@ class _Ahead:
     futures: list[Future[PreparedChunk]]
 
     @classmethod
-    def submit(cls, pool: ProcessPoolExecutor, rows: Sequence[RawRecord], workers: int) -> _Ahead:
+    def submit(cls, pool: ProcessPoolExecutor, rows: Sequence[PendingRecord], workers: int) -> _Ahead:
         futures = [pool.submit(prepare_in_worker, chunk) for chunk in _chunks(_payloads(rows), workers)]
         return cls([row.id for row in rows], futures)
 
@@ -187,7 +201,7 @@ class _Ahead:
 
 
 def _prepare_now(
-    records: Sequence[RawRecord],
+    records: Sequence[PendingRecord],
     preparer: Preparer,
     pool: ProcessPoolExecutor | None,
     workers: int,
@@ -204,19 +218,20 @@ def _prepare_now(
 
 @dataclass
 class _NewEnquiry:
-    raw: RawRecord
+    raw: PendingRecord
     enquiry: EnquiryIn
     enquiry_id: str
     digest: str
     subject_norm: str
     enrichment: Enrichment
     prediction: Prediction
+    shadow: Prediction | None
 
 
 class _Threads:
     """Where a follow-up belongs: keys from the database, plus what this batch has just opened."""
 
-    def __init__(self, session: Session, normalised: list[tuple[RawRecord, EnquiryIn]]) -> None:
+    def __init__(self, session: Session, normalised: list[tuple[PendingRecord, EnquiryIn]]) -> None:
         replies = [key for _, e in normalised for key in e.in_reply_to]
         self.by_message_key = enquiry_store.enquiries_by_message_key(session, replies)
         self.by_thread_key = enquiry_store.enquiries_by_thread_key(
@@ -257,7 +272,7 @@ class _Threads:
 
 def process_batch(
     session: Session,
-    records: Sequence[RawRecord],
+    records: Sequence[PendingRecord],
     context: PipelineContext,
     summary: ProcessSummary,
     prepared: Sequence[Prepared] | None = None,
@@ -271,7 +286,7 @@ def process_batch(
     if prepared is None:
         prepared = _prepare_now(records, context.preparer(), None, 1, summary)
     started = time.perf_counter()
-    normalised: list[tuple[RawRecord, EnquiryIn]] = []
+    normalised: list[tuple[PendingRecord, EnquiryIn]] = []
     extras: dict[int, Prepared] = {}
     for record, ready in zip(records, prepared, strict=True):
         summary.processed += 1
@@ -330,6 +345,7 @@ def process_batch(
             normalise_subject(enquiry.subject),
             ready.enrichment,
             ready.prediction,
+            ready.shadow,
         )
         threads.opened(item)
         new.append(item)
@@ -339,6 +355,7 @@ def process_batch(
         _open_enquiries(session, new, context, summary, now)
     # After the enquiries: a follow-up may belong to an enquiry this very batch opened.
     enquiry_store.add_messages(session, messages)
+    raw.save_outcomes(session, records)
     if messages and context.on_customer_replies is not None:
         context.on_customer_replies(session, [(m["enquiry_id"], m["sent_at"]) for m in messages])
 
@@ -378,8 +395,8 @@ def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Thr
 
 
 def _set_status(
-    record: RawRecord, status: RawStatus, reason: str | None, *, enquiry_id: str | None = None
-) -> None:
+    record: PendingRecord, status: RawStatus, reason: str | None, *, enquiry_id: str | None = None
+) -> None:  # written with the batch by raw.save_outcomes
     record.status = status.value
     record.status_reason = reason
     if enquiry_id is not None:
@@ -423,22 +440,21 @@ def _open_enquiries(
     summary.audit_rows += len(decisions)
     summary.outcomes[RawStatus.ENQUIRY.value] += len(new)
 
-    if context.shadow is not None:
-        shadow_predictions = context.shadow.predict(feature_frame([i.enquiry for i in new], enrichments))
-        enquiry_store.add_shadow_predictions(
-            session,
-            [
-                {
-                    "enquiry_id": item.enquiry_id,
-                    "model_version": p.model_version,
-                    "intent": p.intent,
-                    "confidence": p.confidence,
-                    "abstained": p.abstained,
-                    "created_at": now,
-                }
-                for item, p in zip(new, shadow_predictions, strict=True)
-            ],
-        )
+    enquiry_store.add_shadow_predictions(
+        session,
+        [
+            {
+                "enquiry_id": item.enquiry_id,
+                "model_version": item.shadow.model_version,
+                "intent": item.shadow.intent,
+                "confidence": item.shadow.confidence,
+                "abstained": item.shadow.abstained,
+                "created_at": now,
+            }
+            for item in new
+            if item.shadow is not None
+        ],
+    )
 
     due = context.start_timers(
         session,

@@ -22,6 +22,7 @@ from connectors.base import Source
 from connectors.crm.base import CrmBackend
 from connectors.enrichment import bundled_firmographics
 from connectors.files import FileSource
+from models.artifact import artifact_with_status
 from models.records import Channel
 from pipeline.process import PipelineContext
 from sla.policies import SlaPolicies, load_policies
@@ -74,12 +75,10 @@ class Runtime:
         return customer_replied
 
     def pipeline_context(self) -> PipelineContext:
-        """Load the active (and shadow) model and the policies for one run."""
-        from models.registry import load_active, load_shadow
-
+        """The policies and the active (and shadow) model for one run; models load where they classify."""
         with self.factory() as session:
-            model = load_active(session, self.settings.home)
-            shadow = load_shadow(session, self.settings.home)
+            model = artifact_with_status(session, self.settings.home, "active")
+            shadow = artifact_with_status(session, self.settings.home, "shadow")
         if model is None:
             log.warning("no active model: every enquiry goes to people (train one with `triage model train`)")
         return PipelineContext(

@@ -78,7 +78,8 @@ def start_timers(
                     "next_check_at": first_check(policy, kind, due_at, target),
                 }
             )
-    sla_repo.insert_timers(session, rows)
+    if sla_repo.insert_timers(session, rows) == len(rows):  # all new: what was computed is what is stored
+        return {row["enquiry_id"]: row["due_at"] for row in rows if row["kind"] == "first_response"}
     timed = sorted({row["enquiry_id"] for row in rows})
     return sla_repo.due_times(session, timed, kind="first_response")
 

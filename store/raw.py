@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -54,15 +55,72 @@ def checkpoints(session: Session) -> list[SourceCheckpoint]:
     return list(session.scalars(sa.select(SourceCheckpoint).order_by(SourceCheckpoint.source)))
 
 
-def claim_pending(session: Session, *, limit: int) -> list[RawRecord]:
+@dataclass(slots=True)
+class PendingRecord:
+    """A claimed raw record as plain data: the pipeline sets its outcome, `save_outcomes` writes it.
+
+    Not an ORM object: tracking thousands of them per batch in the unit of work cost more than the
+    single executemany UPDATE that writes their outcomes.
+    """
+
+    id: int
+    source: str
+    channel: str
+    external_key: str
+    payload: bytes
+    received_at: datetime
+    status: str = RawStatus.PENDING.value
+    status_reason: str | None = None
+    enquiry_id: str | None = None
+
+
+_PENDING_COLUMNS = (
+    RawRecord.id,
+    RawRecord.source,
+    RawRecord.channel,
+    RawRecord.external_key,
+    RawRecord.payload,
+    RawRecord.received_at,
+)
+
+
+def claim_pending(session: Session, *, limit: int) -> list[PendingRecord]:
     """The oldest pending records, locked so a second worker takes the next ones (PostgreSQL)."""
     statement = (
-        sa.select(RawRecord)
+        sa.select(*_PENDING_COLUMNS)
         .where(RawRecord.status == RawStatus.PENDING.value)
         .order_by(RawRecord.id)
         .limit(limit)
     )
-    return list(session.scalars(for_update_skip_locked(statement, session)))
+    return [PendingRecord(*row) for row in session.execute(for_update_skip_locked(statement, session))]
+
+
+def save_outcomes(session: Session, records: Sequence[PendingRecord]) -> None:
+    """Write the claimed records' status, reason and enquiry in one executemany UPDATE."""
+    if not records:
+        return
+    table = cast(sa.Table, RawRecord.__table__)
+    statement = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("record_id"))
+        .values(
+            status=sa.bindparam("new_status"),
+            status_reason=sa.bindparam("new_reason"),
+            enquiry_id=sa.bindparam("new_enquiry_id"),
+        )
+    )
+    session.execute(
+        statement,
+        [
+            {
+                "record_id": r.id,
+                "new_status": r.status,
+                "new_reason": r.status_reason,
+                "new_enquiry_id": r.enquiry_id,
+            }
+            for r in records
+        ],
+    )
 
 
 def count_pending(session: Session) -> int:
@@ -72,8 +130,9 @@ def count_pending(session: Session) -> int:
     return int(session.scalar(statement) or 0)
 
 
-def quarantine(session: Session, record: RawRecord, reason: str, *, now: datetime) -> None:
-    """Mark a record quarantined and keep (or refresh) its quarantine row with the reason."""
+def quarantine(session: Session, record: PendingRecord, reason: str, *, now: datetime) -> None:
+    """Mark a record quarantined and keep (or refresh) its quarantine row with the reason (the
+    record's status is written by `save_outcomes`)."""
     record.status = RawStatus.QUARANTINED.value
     record.status_reason = reason
     existing = session.scalar(sa.select(Quarantine).where(Quarantine.raw_id == record.id))
@@ -130,13 +189,13 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     return result
 
 
-def peek_pending(session: Session, *, after_id: int, limit: int) -> list[RawRecord]:
+def peek_pending(session: Session, *, after_id: int, limit: int) -> list[PendingRecord]:
     """The pending records the next claim will most likely take (read only, no lock): work on them can
     start early, and the claim then confirms which of them are still this worker's."""
     statement = (
-        sa.select(RawRecord)
+        sa.select(*_PENDING_COLUMNS)
         .where(RawRecord.status == RawStatus.PENDING.value, RawRecord.id > after_id)
         .order_by(RawRecord.id)
         .limit(limit)
     )
-    return list(session.scalars(statement))
+    return [PendingRecord(*row) for row in session.execute(statement)]
