@@ -12,14 +12,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.crm.base import CrmBackend, LeadWrite, TaskWrite, WriteResult
+from connectors.crm.local import LocalCrm
 from models.errors import FatalError, RetriableError
 from pipeline.gc_pauses import fewer_gc_pauses
-from store import outbox
+from store import local_crm, outbox
 from store.common import utcnow
 from store.db import transaction
 from store.outbox import ClaimedWrite
@@ -52,6 +53,19 @@ def drain_outbox(
 ) -> DrainSummary:
     """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable."""
     summary = DrainSummary()
+    if isinstance(backend, LocalCrm):  # same database as the outbox: settle each batch in SQL
+        retry = timedelta(seconds=backoff_seconds)
+        while max_batches is None or summary.batches < max_batches:
+            with transaction(factory) as session:
+                now = clock()
+                ids = outbox.claim_due_ids(session, limit=batch_size, now=now)
+                if not ids:
+                    break
+                sent = local_crm.deliver_from_outbox(session, ids, now=now, retry_at=now + retry)
+            summary.batches += 1
+            summary.sent += sum(sent.values())
+            summary.sent_by_operation.update(sent)
+        return summary
     with fewer_gc_pauses():
         while max_batches is None or summary.batches < max_batches:
             with transaction(factory) as session:

@@ -67,6 +67,17 @@ def claim_due(session: Session, *, limit: int, now: datetime) -> list[ClaimedWri
     return [ClaimedWrite(*row) for row in session.execute(claim)]
 
 
+def claim_due_ids(session: Session, *, limit: int, now: datetime) -> list[int]:
+    """Lock up to `limit` due pending writes, oldest first, for a drain that settles them in SQL."""
+    statement = (
+        sa.select(CrmOutbox.id)
+        .where(CrmOutbox.status == "pending", CrmOutbox.next_attempt_at <= now)
+        .order_by(CrmOutbox.id)
+        .limit(limit)
+    )
+    return list(session.scalars(for_update_skip_locked(statement, session)))
+
+
 def save_outcomes(session: Session, rows: Sequence[ClaimedWrite]) -> None:
     """Write the claimed rows' new state back in one executemany UPDATE (inside the claiming transaction)."""
     if not rows:

@@ -102,3 +102,34 @@ def test_a_task_waits_for_its_lead_without_spending_attempts(
     clock.advance(seconds=11)
     summary = drain_outbox(session_factory, crm, clock=clock)
     assert summary.sent == 2
+
+
+def test_a_drain_that_dies_before_commit_leaves_crm_and_outbox_as_they_were(
+    session_factory: sessionmaker[Session], clock: StepClock
+) -> None:
+    """The local CRM is written in the outbox's own transaction: both change, or neither does."""
+    fill_outbox(session_factory, 5, with_tasks=True)
+    with session_factory() as session:
+        ids = outbox.claim_due_ids(session, limit=100, now=clock())
+        sent = local_crm.deliver_from_outbox(session, ids, now=clock(), retry_at=clock())
+        assert sent == {"upsert_lead": 5, "create_task": 5}
+        session.rollback()  # the process dies here
+    with session_factory() as session:
+        assert outbox.counts_by_status(session) == {"pending": 10}
+        assert local_crm.count_leads(session) == 0
+    assert drain_outbox(session_factory, LocalCrm(session_factory), clock=clock).sent == 10
+
+
+def test_the_newest_write_of_a_lead_wins_within_a_batch(
+    session_factory: sessionmaker[Session], clock: StepClock
+) -> None:
+    (eid,) = fill_outbox(session_factory, 1)
+    with session_factory() as session, session.begin():
+        update = {"idempotency_key": f"lead-update:{eid}", "enquiry_id": eid, "operation": "upsert_lead"}
+        outbox.enqueue(session, [{**update, "payload": lead_payload(eid, 0, company="Renamed Ltd")}])
+    summary = drain_outbox(session_factory, LocalCrm(session_factory), clock=clock)
+    assert summary.sent_by_operation == {"upsert_lead": 2}
+    with session_factory() as session:
+        lead = session.scalars(sa.select(LocalLead)).one()
+        assert lead.fields["company"] == "Renamed Ltd"
+        assert {row.crm_id for row in session.scalars(sa.select(CrmOutbox))} == {f"L{lead.id}"}
