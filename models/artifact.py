@@ -20,6 +20,10 @@ from store.tables import ModelVersion
 
 if TYPE_CHECKING:
     from models.classifier import TriageModel
+    from models.scoring import Scorer
+
+# Loaded scorers by (version, file hash): artifacts never change once registered.
+_scorers: dict[tuple[str, str], Scorer] = {}
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,26 @@ class ModelArtifact:
         from models.registry import load_artifact
 
         return load_artifact(self)
+
+    def load_scorer(self) -> Scorer | TriageModel:
+        """What the pipeline predicts with: the saved scoring arrays (numpy only, a fraction of a second),
+        or the whole model for an artifact registered before scorers were saved. Cached per process."""
+        name, sha256 = self.provenance.get("scorer_file"), self.provenance.get("scorer_sha256")
+        if not name or not sha256:
+            return self.load()
+        key = (self.version, str(sha256))
+        scorer = _scorers.get(key)
+        if scorer is None:
+            from models.scoring import load_scorer  # numpy and scipy: light, but not needed to find a file
+
+            scorer = load_scorer(
+                self.path.parent / str(name),
+                sha256=str(sha256),
+                version=self.version,
+                novelty_floor=float(self.provenance["novelty_floor"]),
+            )
+            _scorers[key] = scorer
+        return scorer
 
 
 def registered_version(session: Session, version: str) -> ModelVersion:

@@ -23,7 +23,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import OneHotEncoder
@@ -31,11 +31,11 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.parallel import Parallel, delayed
 
 from models.records import Prediction
+from models.scoring import Columns, Scorer, TextFeatures, Tokeniser
 
 FEATURE_COLUMNS = ("subject", "body", "channel", "free_mail", "segment")
 CHANNELS = ("email", "form", "chat", "unknown")
 SEGMENTS = ("smb", "mid_market", "enterprise", "unknown")
-EXPLANATION_TERMS = 5
 # Long mails would make character n-grams slow; the opening of a message carries its intent.
 DEFAULT_MAX_TEXT_CHARS = 3_000
 
@@ -283,38 +283,17 @@ def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags((1.0 / norms).astype(np.float32)) @ matrix, dtype=np.float32)
 
 
-def _text(value: Any) -> str:
-    """A cell as text; None and NaN (pandas' missing value) become the empty string."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return str(value)
-
-
-def _tfidf(vectoriser: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
-    """`vectoriser.transform(texts)` without the input validation that dominates small batches: the
-    counts come from CountVectorizer, then the same sublinear tf, idf weighting and L2 norm."""
-    matrix = sp.csr_matrix(CountVectorizer.transform(vectoriser, texts), dtype=np.float32)
-    if vectoriser.sublinear_tf:
-        np.log(matrix.data, out=matrix.data)
-        matrix.data += 1.0
-    matrix.data *= vectoriser.idf_[matrix.indices]
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    norms = np.sqrt(np.bincount(rows, weights=matrix.data.astype(np.float64) ** 2, minlength=matrix.shape[0]))
-    norms[norms == 0] = 1.0
-    matrix.data /= norms[rows].astype(np.float32)
-    return matrix
-
-
 class TriageModel:
-    """A fitted Pipeline plus what decides abstention; what the registry loads and the pipeline calls.
+    """A fitted Pipeline plus what decides abstention; what training, evaluation and the registry use.
 
     An enquiry goes to people (abstained=True) when its calibrated confidence is below its intent's
     threshold, when the intent is the out-of-scope label, or when its text is unlike anything in training
     (cosine similarity to the nearest class centroid below `novelty_floor`).
 
-    `predict` does not call the Pipeline's `transform`/`predict_proba`: their per-call validation and
-    pandas indexing cost milliseconds, which would dominate single predictions. It applies the same fitted
-    parts directly (the tests check that both paths give identical features and probabilities).
+    Prediction goes through a `models.scoring.Scorer` built from the fitted parts, not through the
+    Pipeline's `transform`/`predict_proba`: their per-call validation and pandas indexing cost
+    milliseconds, which would dominate single predictions (the tests check both give identical features
+    and probabilities). The same Scorer, saved as arrays, is what the pipeline's workers load.
     """
 
     def __init__(
@@ -327,186 +306,88 @@ class TriageModel:
         novelty_floor: float,
         oos_label: str | None = None,
     ) -> None:
-        self.version = version
         self.pipeline = pipeline
-        self.thresholds = {str(label): float(value) for label, value in thresholds.items()}
         self.centroids = sp.csr_matrix(centroids, dtype=np.float32)
-        self.novelty_floor = float(novelty_floor)
-        self.oos_label = oos_label
         classifier: TemperatureCalibratedClassifier = pipeline.named_steps["classifier"]
-        self.labels: tuple[str, ...] = tuple(str(label) for label in classifier.classes_)
-        missing = [label for label in self.labels if label not in self.thresholds]
-        if missing:
-            raise ValueError(f"no threshold for labels {missing}")
-        self._threshold_array = np.array([self.thresholds[label] for label in self.labels])
-        self._oos_index = self.labels.index(oos_label) if oos_label in self.labels else -1
-
         features: ColumnTransformer = pipeline.named_steps["features"]
         text_pipeline: Pipeline = features.named_transformers_["text"]
-        self._max_chars = int(text_pipeline.named_steps["join"].max_chars)
         union: FeatureUnion = text_pipeline.named_steps["tfidf"]
-        self._word: TfidfVectorizer = union.transformer_list[0][1]
-        self._char: TfidfVectorizer = union.transformer_list[1][1]
-        self._text_slice: slice = features.output_indices_["text"]
-        meta_slice: slice = features.output_indices_["meta"]
-        self._n_features = max(part.stop for part in features.output_indices_.values())
+        text_block, meta_block = features.output_indices_["text"], features.output_indices_["meta"]
+        if text_block.start != 0 or meta_block.start != text_block.stop:
+            raise ValueError(f"unexpected feature layout {features.output_indices_}")  # the Scorer's layout
         encoder: OneHotEncoder = features.named_transformers_["meta"]
-        # value → output column, per structured column, as OneHotEncoder lays them out.
-        self._meta_columns: list[dict[Any, int]] = []
-        offset = meta_slice.start
-        for categories in encoder.categories_:
-            self._meta_columns.append({value: offset + position for position, value in enumerate(categories)})
-            offset += len(categories)
-
-        # Calibrated logits = X · W + b; kept transposed, float32, for one sparse × dense product per batch.
-        self._weights = np.ascontiguousarray(classifier.logit_coefficients().T, dtype=np.float32)
-        self._bias = classifier.logit_intercept().astype(np.float32)
-
-        word_names = self._word.get_feature_names_out()
-        meta_names = encoder.get_feature_names_out(["channel", "free_mail", "segment"])
-        # Only readable features explain: words and structured values. Character n-grams also vote, but
-        # "ard a" tells a reviewer nothing, so their explaining weight is zero. Full width, so that a
-        # batch's matrix is used as it is (column slicing a sparse matrix costs more than the products).
-        readable = np.zeros(self._n_features, dtype=bool)
-        readable[self._text_slice.start : self._text_slice.start + len(word_names)] = True
-        readable[meta_slice] = True
-        self._explained_names = np.full(self._n_features, "", dtype=object)
-        self._explained_names[self._text_slice.start : self._text_slice.start + len(word_names)] = word_names
-        self._explained_names[meta_slice] = meta_names
-        self._explained_weights = np.ascontiguousarray((self._weights * readable[:, None]).T)
-        # Centroids transposed once, padded to the full feature width (zero outside the text block).
-        padded = sp.hstack(
-            [
-                sp.csr_matrix((self.centroids.shape[0], self._text_slice.start), dtype=np.float32),
-                self.centroids,
-                sp.csr_matrix(
-                    (self.centroids.shape[0], self._n_features - self._text_slice.stop), dtype=np.float32
-                ),
-            ],
-            format="csr",
+        self.scorer = Scorer(
+            version=version,
+            labels=tuple(str(label) for label in classifier.classes_),
+            thresholds={str(label): float(value) for label, value in thresholds.items()},
+            novelty_floor=float(novelty_floor),
+            oos_label=oos_label,
+            max_chars=int(text_pipeline.named_steps["join"].max_chars),
+            word=_text_features(union.transformer_list[0][1]),
+            char=_text_features(union.transformer_list[1][1]),
+            categories=tuple(tuple(values.tolist()) for values in encoder.categories_),
+            # Calibrated logits = X · W + b; kept transposed, float32, for one sparse × dense product.
+            weights=np.ascontiguousarray(classifier.logit_coefficients().T, dtype=np.float32),
+            bias=classifier.logit_intercept().astype(np.float32),
+            centroids=self.centroids,
         )
-        self._centroids_t = sp.csr_matrix(padded.T, dtype=np.float32)
 
-    def features(self, frame: pd.DataFrame) -> sp.csr_matrix:
+    # Registration names the version and training sets the novelty floor after construction.
+    @property
+    def version(self) -> str:
+        return self.scorer.version
+
+    @version.setter
+    def version(self, value: str) -> None:
+        self.scorer.version = value
+
+    @property
+    def novelty_floor(self) -> float:
+        return self.scorer.novelty_floor
+
+    @novelty_floor.setter
+    def novelty_floor(self, value: float) -> None:
+        self.scorer.novelty_floor = float(value)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.scorer.labels
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self.scorer.thresholds
+
+    @property
+    def oos_label(self) -> str | None:
+        return self.scorer.oos_label
+
+    def features(self, frame: pd.DataFrame | Columns) -> sp.csr_matrix:
         """The Pipeline's feature matrix for `frame`, computed without its per-call overhead."""
-        missing = [name for name in FEATURE_COLUMNS if name not in frame.columns]
-        if missing:
-            raise ValueError(f"feature frame lacks columns {missing}; expected {list(FEATURE_COLUMNS)}")
-        texts = [
-            f"{_text(subject)}\n{_text(body)}"[: self._max_chars]
-            for subject, body in zip(frame["subject"].tolist(), frame["body"].tolist(), strict=True)
-        ]
-        word = _tfidf(self._word, texts)
-        char = _tfidf(self._char, texts)
-        columns: list[int] = []
-        rows: list[int] = []
-        structured = zip(
-            frame["channel"].tolist(), frame["free_mail"].tolist(), frame["segment"].tolist(), strict=True
-        )
-        for row, (channel, free_mail, segment) in enumerate(structured):
-            values = (
-                _text(channel) if _text(channel) else "unknown",
-                bool(free_mail) if free_mail is not None and free_mail == free_mail else False,
-                _text(segment) if _text(segment) else "unknown",
-            )
-            for mapping, value in zip(self._meta_columns, values, strict=True):
-                column = mapping.get(value)
-                if column is not None:
-                    rows.append(row)
-                    columns.append(column)
-        width = self._n_features - word.shape[1] - char.shape[1]
-        start = word.shape[1] + char.shape[1]
-        meta = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, [column - start for column in columns])),
-            shape=(len(texts), width),
-        )
-        return sp.csr_matrix(sp.hstack([word, char, meta], format="csr"), dtype=np.float32)
+        return self.scorer.features(_columns(frame))
 
-    def predict_arrays(self, frame: pd.DataFrame) -> dict[str, Any]:
-        """Raw arrays for a batch: feature matrix, probabilities, chosen index, confidence, similarity,
-        abstained."""
-        matrix = self.features(frame)
-        logits = np.asarray(matrix @ self._weights, dtype=np.float64) + self._bias
-        probabilities = softmax(logits, axis=1)
-        chosen = np.argmax(probabilities, axis=1)
-        confidence = probabilities[np.arange(len(chosen)), chosen]
-        similarity = self.similarity(matrix)
-        thresholds = self._threshold_array[chosen]
-        abstained = (
-            (confidence < thresholds)
-            | (thresholds >= 1.0)
-            | (similarity < self.novelty_floor)
-            | (chosen == self._oos_index)
-        )
-        return {
-            "matrix": matrix,
-            "probabilities": probabilities,
-            "chosen": chosen,
-            "confidence": confidence,
-            "similarity": similarity,
-            "abstained": abstained,
-        }
+    def predict_arrays(self, frame: pd.DataFrame | Columns) -> dict[str, Any]:
+        """Raw arrays for a batch (see `Scorer.predict_arrays`)."""
+        return self.scorer.predict_arrays(_columns(frame))
 
     def similarity(self, matrix: sp.csr_matrix) -> FloatArray:
-        """Cosine similarity of each row's text features to the nearest class centroid, from the full
-        feature matrix (structured columns do not count)."""
-        in_text = (matrix.indices >= self._text_slice.start) & (matrix.indices < self._text_slice.stop)
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        squares = np.bincount(
-            rows,
-            weights=np.where(in_text, matrix.data.astype(np.float64) ** 2, 0.0),
-            minlength=matrix.shape[0],
-        )
-        norms = np.sqrt(squares)
-        norms[norms == 0] = 1.0
-        scores = np.asarray((matrix @ self._centroids_t).toarray(), dtype=np.float64).max(axis=1)
-        similarity: FloatArray = scores / norms
-        return similarity
+        return self.scorer.similarity(matrix)
 
-    def explain(
-        self, matrix: sp.csr_matrix, chosen: npt.NDArray[np.intp]
-    ) -> list[tuple[tuple[str, float], ...]]:
-        """Top terms per row by contribution (feature value × weight) to the chosen intent's logit."""
-        explained = matrix
-        counts = np.diff(explained.indptr)
-        row_of_entry = np.repeat(np.arange(explained.shape[0]), counts)
-        contributions = explained.data * self._explained_weights[chosen[row_of_entry], explained.indices]
-        # Entries sorted by row, then by falling contribution; keep the first few positive ones per row.
-        order = np.lexsort((-contributions, row_of_entry))
-        rank = np.arange(len(order)) - np.repeat(explained.indptr[:-1], counts)
-        keep = (rank < EXPLANATION_TERMS) & (contributions[order] > 0)
-        result: list[list[tuple[str, float]]] = [[] for _ in range(explained.shape[0])]
-        for row, column, weight in zip(
-            row_of_entry[order][keep].tolist(),
-            explained.indices[order][keep].tolist(),
-            contributions[order][keep].tolist(),
-            strict=True,
-        ):
-            result[row].append((str(self._explained_names[column]), round(weight, 4)))
-        return [tuple(terms) for terms in result]
-
-    def predict(self, frame: pd.DataFrame) -> list[Prediction]:
+    def predict(self, frame: pd.DataFrame | Columns) -> list[Prediction]:
         """One Prediction per row of `frame` (FEATURE_COLUMNS), in order."""
-        if len(frame) == 0:
-            return []
-        arrays = self.predict_arrays(frame)
-        explanations = self.explain(arrays["matrix"], arrays["chosen"])
-        labels = self.labels
-        thresholds = self._threshold_array.tolist()
-        return [
-            Prediction(
-                intent=labels[index],
-                confidence=min(max(confidence, 0.0), 1.0),
-                threshold=thresholds[index],
-                abstained=abstained,
-                explanation=explanation,
-                model_version=self.version,
-            )
-            for index, confidence, abstained, explanation in zip(
-                arrays["chosen"].tolist(),
-                arrays["confidence"].tolist(),
-                arrays["abstained"].tolist(),
-                explanations,
-                strict=True,
-            )
-        ]
+        return self.scorer.predict(_columns(frame))
+
+
+def _text_features(vectoriser: TfidfVectorizer) -> TextFeatures:
+    return TextFeatures(
+        Tokeniser.from_vectoriser(vectoriser),
+        np.asarray(vectoriser.get_feature_names_out(), dtype=np.str_),
+        np.asarray(vectoriser.idf_, dtype=np.float32),
+        sublinear_tf=bool(vectoriser.sublinear_tf),
+    )
+
+
+def _columns(frame: pd.DataFrame | Columns) -> Columns:
+    """Plain column lists; a DataFrame missing a column is refused by the scorer with its name."""
+    if isinstance(frame, pd.DataFrame):
+        return {name: frame[name].tolist() for name in FEATURE_COLUMNS if name in frame.columns}
+    return frame

@@ -36,6 +36,7 @@ from store.common import utcnow
 from store.tables import ModelVersion
 
 MODEL_FILE = "model.skops"
+SCORER_FILE = "scorer.npz"
 PROVENANCE_FILE = "provenance.json"
 ARTIFACT_FORMAT = 1
 # The only non-default types an artifact may contain. Loading refuses anything else, so a tampered or
@@ -138,6 +139,9 @@ def register_candidate(
         "libraries": result.libraries,
         "trusted_types": untrusted,
         "artifact_sha256": _sha256(artifact),
+        # The scoring arrays the pipeline's workers load without scikit-learn (models.scoring).
+        "scorer_file": SCORER_FILE,
+        "scorer_sha256": model.scorer.save(directory / SCORER_FILE),
     }
     (directory / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     repo.add_version(

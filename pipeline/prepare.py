@@ -23,17 +23,18 @@ from pipeline.enrich import enrich
 from pipeline.normalise import RawPayload, normalise_payload
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from models.scoring import Columns
 
 NO_MODEL_VERSION = "none"
 
 
 class Classifier(Protocol):
-    """What the pipeline needs of a model (models.classifier.TriageModel is one)."""
+    """What the pipeline needs of a model (models.scoring.Scorer and models.classifier.TriageModel)."""
 
-    version: str
+    @property
+    def version(self) -> str: ...
 
-    def predict(self, frame: pd.DataFrame) -> list[Prediction]: ...
+    def predict(self, columns: Columns) -> list[Prediction]: ...
 
 
 # A model in memory (tests, callers that already hold one), one to load where it is used, or none.
@@ -41,7 +42,7 @@ ModelSource = Classifier | ModelArtifact | None
 
 
 def loaded(model: ModelSource) -> Classifier | None:
-    return model.load() if isinstance(model, ModelArtifact) else model
+    return model.load_scorer() if isinstance(model, ModelArtifact) else model
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +57,15 @@ class Prepared:
     shadow: Prediction | None = None
 
 
-def feature_frame(enquiries: Sequence[EnquiryIn], enrichments: Sequence[Enrichment]) -> pd.DataFrame:
-    """The model's input columns (models.classifier.FEATURE_COLUMNS)."""
-    import pandas as pd  # only runs that classify pay for importing pandas
-
-    return pd.DataFrame(
-        {
-            "subject": [e.subject for e in enquiries],
-            "body": [e.body for e in enquiries],
-            "channel": [e.channel.value for e in enquiries],
-            "free_mail": [e.free_mail for e in enrichments],
-            "segment": [e.segment for e in enrichments],
-        }
-    )
+def feature_columns(enquiries: Sequence[EnquiryIn], enrichments: Sequence[Enrichment]) -> Columns:
+    """The model's input columns (models.scoring.COLUMNS), as plain lists: no pandas in the workers."""
+    return {
+        "subject": [e.subject for e in enquiries],
+        "body": [e.body for e in enquiries],
+        "channel": [e.channel.value for e in enquiries],
+        "free_mail": [e.free_mail for e in enrichments],
+        "segment": [e.segment for e in enrichments],
+    }
 
 
 def no_model_predictions(count: int) -> list[Prediction]:
@@ -116,10 +113,10 @@ class Preparer:
         predictions: list[Prediction] = []
         shadows: list[Prediction | None] = [None] * len(usable)
         if usable:
-            frame = feature_frame(usable, enrichments)
-            predictions = model.predict(frame) if model is not None else no_model_predictions(len(usable))
+            columns = feature_columns(usable, enrichments)
+            predictions = model.predict(columns) if model is not None else no_model_predictions(len(usable))
             if shadow is not None:
-                shadows = list(shadow.predict(frame))
+                shadows = list(shadow.predict(columns))
         timings["classify"] = time.perf_counter() - started
 
         extra = iter(zip(enrichments, predictions, shadows, strict=True))

@@ -153,9 +153,9 @@ def process_pending(
 
 
 PreparedChunk = tuple[list[Prepared], dict[str, float]]
-# Imported once by the fork server, before it forks the workers: scikit-learn and skops take seconds
-# to import, and each worker would otherwise import them again.
-WORKER_PRELOAD = ["pipeline.prepare", "models.registry"]
+# Imported once by the fork server, before it forks the workers (which load models.scoring.Scorer
+# arrays: numpy and scipy, no scikit-learn).
+WORKER_PRELOAD = ["pipeline.prepare", "models.scoring"]
 
 
 def _worker_context() -> multiprocessing.context.ForkServerContext:
