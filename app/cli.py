@@ -20,7 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from models.errors import ConfigError, FatalError, TriageError
-from models.records import Channel
+from models.vocabulary import Channel
+
+# Heavy: imported by the commands that need them. Every `triage ...`, and every worker process of
+# `triage run` (it imports this module again), loads this module and all the command groups.
 
 app = typer.Typer(
     name="triage",

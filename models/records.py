@@ -7,36 +7,13 @@ or a page (see docs/architecture.md). Everything here is plain data: no I/O.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Channel(StrEnum):
-    """Where an enquiry came in."""
-
-    EMAIL = "email"
-    FORM = "form"
-    CHAT = "chat"
-
-
-class Lane(StrEnum):
-    """Who acts on an enquiry: the machine alone, the machine with a person's approval, or people."""
-
-    AUTOMATE = "automate"
-    HYBRID = "hybrid"
-    HUMAN_ONLY = "human_only"
-
-
-class RawStatus(StrEnum):
-    """What became of one raw record. Every raw record ends in exactly one of these."""
-
-    PENDING = "pending"
-    ENQUIRY = "enquiry"  # opened a new enquiry
-    DUPLICATE = "duplicate"  # same content as a record already seen
-    THREADED = "threaded"  # a follow-up message attached to an existing enquiry
-    SKIPPED = "skipped"  # auto-reply, bounce, delivery report: recorded with a reason
-    QUARANTINED = "quarantined"  # could not be parsed or validated: a quarantine row says why
+# Re-exported: most code imports the vocabulary with the shapes that use it.
+from models.vocabulary import Channel as Channel
+from models.vocabulary import Lane as Lane
+from models.vocabulary import RawStatus as RawStatus
 
 
 class RawRecordIn(BaseModel):

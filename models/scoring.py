@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from models.errors import FatalError
 from models.records import Prediction
 
 EXPLANATION_TERMS = 5
+WORD_CACHE_SIZE = 200_000  # distinct words whose character n-gram columns are kept (a few tens of MB)
 SCORER_FORMAT = 1
 # The feature columns a scorer reads (models.classifier.FEATURE_COLUMNS).
 COLUMNS = ("subject", "body", "channel", "free_mail", "segment")
@@ -100,14 +102,18 @@ def _char_wb_ngrams(text: str, low: int, high: int) -> list[str]:
     """Character n-grams inside word boundaries, each word padded with one space on either side; a word
     shorter than n gives itself once."""
     terms: list[str] = []
+    sizes = range(low, high + 1)
     for word in text.split():
         padded = f" {word} "
         length = len(padded)
-        for n in range(low, high + 1):
+        if length > high:  # the common case: every size fits
+            terms += [padded[i : i + n] for n in sizes for i in range(length - n + 1)]
+            continue
+        for n in sizes:
             if length <= n:
                 terms.append(padded)
                 break
-            terms.extend(padded[i : i + n] for i in range(length - n + 1))
+            terms += [padded[i : i + n] for i in range(length - n + 1)]
     return terms
 
 
@@ -120,22 +126,39 @@ class TextFeatures:
     idf: npt.NDArray[np.float32]
     sublinear_tf: bool
     vocabulary: dict[str, int] = field(init=False, repr=False)
+    _word_columns: dict[str, list[int]] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vocabulary = {term: index for index, term in enumerate(self.terms.tolist())}
 
+    def columns(self, text: str) -> list[int]:
+        """The vocabulary column of every known term of `text`, repeated as often as the term occurs."""
+        if self.tokeniser.analyzer != "char_wb":
+            return [
+                column
+                for column in map(self.vocabulary.get, self.tokeniser.terms(text))
+                if column is not None
+            ]
+        # A word's character n-grams depend on the word alone, and words repeat (Zipf): cut each distinct
+        # word once and keep its columns. The most common words stay cached; the cache stops growing.
+        cache, vocabulary, (low, high) = self._word_columns, self.vocabulary, self.tokeniser.ngram_range
+        found: list[int] = []
+        for word in (text.lower() if self.tokeniser.lowercase else text).split():
+            known = cache.get(word)
+            if known is None:
+                known = [vocabulary[term] for term in _char_wb_ngrams(word, low, high) if term in vocabulary]
+                if len(cache) < WORD_CACHE_SIZE:
+                    cache[word] = known
+            found += known
+        return found
+
     def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Sublinear TF × IDF, rows L2-normalised, as TfidfVectorizer.transform computes it."""
-        vocabulary, terms_of = self.vocabulary, self.tokeniser.terms
         indices: list[int] = []
         values: list[int] = []
         indptr = [0]
         for text in texts:
-            counts: dict[int, int] = {}
-            for term in terms_of(text):
-                column = vocabulary.get(term)
-                if column is not None:
-                    counts[column] = counts.get(column, 0) + 1
+            counts = Counter(self.columns(text))  # counted in C
             indices.extend(counts)
             values.extend(counts.values())
             indptr.append(len(indices))

@@ -17,16 +17,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from models.errors import TriageError
+from review.choices import INTENTS as INTENTS
+from review.choices import LANES as LANES
+from review.choices import PRIORITIES as PRIORITIES
+from review.choices import QUEUES as QUEUES
+from review.choices import ROLES as ROLES
 from sla import service as sla_service
 from store import review_repo
 from store.common import utcnow
 from store.tables import Enquiry, ReviewItem
-
-PRIORITIES = ("urgent", "high", "normal", "low")
-INTENTS = ("sales_demo", "pricing", "support", "billing", "partnership", "careers", "press", "spam", "other")
-QUEUES = ("sales", "support", "finance", "partnerships", "hr", "marketing", "spam", "general")
-LANES = ("automate", "hybrid", "human_only")
-ROLES = ("sdr", "ops_lead", "admin")
 
 HUMAN_POLICY_VERSION = "human"
 MAX_TEXT_CHARS = 20_000

@@ -7,20 +7,19 @@ something a script would read.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import Settings
-from connectors.crm.factory import make_crm_backend
 from models.errors import ConfigError, FatalError
-from pipeline.crm_sync import drain_outbox
-from pipeline.runtime import Runtime
-from store import local_crm, outbox
-from store.common import utcnow
+
+# Heavy (SQLAlchemy, the CRM connectors): imported by the commands that need them.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from config.settings import Settings
 
 crm_app = typer.Typer(
     help="The CRM: leads, connection check, failed writes, outbox sync.", no_args_is_help=True
@@ -31,6 +30,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def _open() -> tuple[Settings, sessionmaker[Session]]:
+    from config.settings import Settings
+    from pipeline.runtime import Runtime
+
     runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
     return runtime.settings, runtime.factory
 
@@ -45,6 +47,8 @@ def list_leads(
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many leads.")] = 50,
 ) -> None:
     """Leads in the CRM: the local table, or (for Salesforce) the leads sent with their Salesforce Ids."""
+    from store import local_crm, outbox
+
     settings, factory = _open()
     with factory() as session:
         if settings.crm.backend == "local":
@@ -89,6 +93,8 @@ def list_leads(
 @crm_app.command()
 def check(as_json: JsonOption = False) -> None:
     """Verify the CRM: credentials, the external-id field and every mapped field. Exit 1 when not ready."""
+    from connectors.crm.factory import make_crm_backend
+
     try:
         settings, factory = _open()
         backend = make_crm_backend(settings, factory)
@@ -113,6 +119,8 @@ def failures(
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 200,
 ) -> None:
     """Writes the CRM rejected for good, with the CRM's own message; fix the cause, then `crm retry`."""
+    from store import outbox
+
     _, factory = _open()
     with factory() as session:
         rows = [
@@ -147,6 +155,9 @@ def retry(
     ] = None,
 ) -> None:
     """Queue failed writes again; the next sync sends them."""
+    from store import outbox
+    from store.common import utcnow
+
     _, factory = _open()
     with factory() as session, session.begin():
         count = outbox.requeue_failed(session, now=utcnow(), ids=ids or None)
@@ -156,6 +167,10 @@ def retry(
 @crm_app.command()
 def sync(as_json: JsonOption = False) -> None:
     """Drain the outbox once into the configured CRM (what the intake flow does every run)."""
+    from connectors.crm.factory import make_crm_backend
+    from pipeline.crm_sync import drain_outbox
+    from store import outbox
+
     settings, factory = _open()
     try:
         backend = make_crm_backend(settings, factory)

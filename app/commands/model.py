@@ -9,16 +9,19 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import Settings
 from models.errors import ConfigError, TriageError
-from pipeline.runtime import Runtime
+
+# Heavy (SQLAlchemy, scikit-learn, pandas): imported by the commands that need them.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from config.settings import Settings
 
 model_app = typer.Typer(
     help=(
@@ -45,6 +48,9 @@ OosOption = Annotated[
 
 
 def _open() -> tuple[Settings, sessionmaker[Session]]:
+    from config.settings import Settings
+    from pipeline.runtime import Runtime
+
     runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
     return runtime.settings, runtime.factory
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
 
-from config.settings import Settings
-from pipeline.runtime import Runtime
-from review import auth, service
-from store import review_repo
-from store.common import utcnow
+from review.choices import INTENTS, PRIORITIES, QUEUES
+
+# Heavy (SQLAlchemy, FastAPI and argon2 via review.auth): imported by the commands that need them.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from review.auth import CurrentUser
+
 
 review_app = typer.Typer(help="Work the review queue from scripts.", no_args_is_help=True)
 users_app = typer.Typer(help="Accounts for the review pages.", no_args_is_help=True)
@@ -32,6 +34,9 @@ UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting
 
 @contextmanager
 def _session() -> Iterator[Session]:
+    from config.settings import Settings
+    from pipeline.runtime import Runtime
+
     runtime = Runtime(Settings())
     try:
         with runtime.factory() as session:
@@ -48,11 +53,14 @@ def _fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _acting_user(session: Session, name: str, *, as_json: bool) -> auth.CurrentUser:
+def _acting_user(session: Session, name: str, *, as_json: bool) -> CurrentUser:
+    from review.auth import CurrentUser
+    from store import review_repo
+
     user = review_repo.get_user(session, name)
     if user is None or not user.active:
         _fail(f"no active user named {name!r}: add one with `triage users add`", as_json=as_json)
-    return auth.CurrentUser(name=user.name, role=user.role)
+    return CurrentUser(name=user.name, role=user.role)
 
 
 def _done(payload: dict[str, Any], text: str, *, as_json: bool) -> None:
@@ -73,6 +81,9 @@ def list_items(
     as_json: JsonOption = False,
 ) -> None:
     """Open and claimed items, soonest due first."""
+    from review import service
+    from store.common import utcnow
+
     for name, value, allowed in (
         ("queue", queue, service.QUEUES),
         ("intent", intent, service.INTENTS),
@@ -115,6 +126,9 @@ def list_items(
 @review_app.command("claim")
 def claim_item(item_id: int, user: UserOption, as_json: JsonOption = False) -> None:
     """Claim an item; exits 1 if someone else holds it."""
+    from review import service
+    from store import review_repo
+
     with _session() as session:
         actor = _acting_user(session, user, as_json=as_json)
         try:
@@ -133,12 +147,14 @@ def claim_item(item_id: int, user: UserOption, as_json: JsonOption = False) -> N
 def correct_item(
     item_id: int,
     user: UserOption,
-    intent: Annotated[str, typer.Option(help=f"One of: {', '.join(service.INTENTS)}.")],
-    priority: Annotated[str, typer.Option(help=f"One of: {', '.join(service.PRIORITIES)}.")],
-    queue: Annotated[str, typer.Option(help=f"One of: {', '.join(service.QUEUES)}.")],
+    intent: Annotated[str, typer.Option(help=f"One of: {', '.join(INTENTS)}.")],
+    priority: Annotated[str, typer.Option(help=f"One of: {', '.join(PRIORITIES)}.")],
+    queue: Annotated[str, typer.Option(help=f"One of: {', '.join(QUEUES)}.")],
     as_json: JsonOption = False,
 ) -> None:
     """Correct the intent, priority and queue: a labelled example for the next training run."""
+    from review import service
+
     with _session() as session:
         actor = _acting_user(session, user, as_json=as_json)
         try:
@@ -169,6 +185,8 @@ def reply_item(
     as_json: JsonOption = False,
 ) -> None:
     """Mark an item replied: stops the first-response clock and closes the item."""
+    from review import service
+
     with _session() as session:
         actor = _acting_user(session, user, as_json=as_json)
         try:
@@ -188,6 +206,8 @@ def add_user(
     ] = None,
 ) -> None:
     """Create an account for the review pages."""
+    from review import auth
+
     if role not in auth.ROLES:
         _fail(f"role must be one of {', '.join(auth.ROLES)}", as_json=False, code=2)
     if password is None:
@@ -204,6 +224,8 @@ def add_user(
 @users_app.command("deactivate")
 def deactivate_user(name: str) -> None:
     """Stop an account from logging in; its open sessions end on their next request."""
+    from store import review_repo
+
     with _session() as session:
         user = review_repo.get_user(session, name)
         if user is None:
@@ -216,6 +238,8 @@ def deactivate_user(name: str) -> None:
 @users_app.command("list")
 def list_users(as_json: JsonOption = False) -> None:
     """Accounts and their roles."""
+    from store import review_repo
+
     with _session() as session:
         users = [
             {

@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session, sessionmaker
 
-from config.settings import Settings
-from connectors.notify import build_notifier, notify_settings_from
 from models.errors import ConfigError
-from pipeline.runtime import Runtime
-from sla.policies import DueResult, SlaPolicies, due, load_policies
+
+# Heavy (pydantic, SQLAlchemy, the notifiers): imported by the commands that need them.
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from config.settings import Settings
+    from sla.policies import DueResult, SlaPolicies
 
 sla_app = typer.Typer(help="SLA clocks: due times, the watch pass, open timers.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports for the ops lead.", no_args_is_help=True)
@@ -39,11 +41,15 @@ PolicyFileOption = Annotated[
 
 
 def _settings() -> Settings:
+    from config.settings import Settings
+
     return Settings()
 
 
 def _policies(path: Path | None, settings: Settings | None = None) -> SlaPolicies:
     """--policies, else TRIAGE_SLA__POLICY_FILE, else <policy_dir>/sla.yaml, in TRIAGE_SLA__TIMEZONE."""
+    from sla.policies import load_policies
+
     settings = settings if settings is not None else _settings()
     sla_settings = getattr(settings, "sla", None)
     zone = getattr(sla_settings, "timezone", None)
@@ -89,6 +95,8 @@ def due_command(
     as_json: JsonOption = False,
 ) -> None:
     """When an enquiry's first response is due and when each escalation fires."""
+    from sla.policies import due
+
     try:
         policies = _policies(policies_file)
     except ConfigError as error:
@@ -115,6 +123,8 @@ def due_command(
 
 
 def _factory(settings: Settings) -> sessionmaker[Session]:
+    from pipeline.runtime import Runtime
+
     return Runtime(settings).factory
 
 
@@ -125,6 +135,7 @@ def watch_command(
     as_json: JsonOption = False,
 ) -> None:
     """Run one SLA watch pass now, without Prefect: breaches, escalations, notifications."""
+    from connectors.notify import build_notifier, notify_settings_from
     from sla.watch import watch_pass
 
     settings = _settings()
