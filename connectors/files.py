@@ -39,10 +39,11 @@ class FileSource:
         self.path = path
         self._channel = channel
         self.batch_size = batch_size
+        self._name = f"file:{path.resolve()}"  # resolved once: every record carries it
 
     @property
     def name(self) -> str:
-        return f"file:{self.path.resolve()}"
+        return self._name
 
     @property
     def channel(self) -> Channel:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,18 +154,16 @@ class TextFeatures:
     def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Sublinear TF × IDF, rows L2-normalised, as TfidfVectorizer.transform computes it."""
         indices: list[int] = []
-        values: list[int] = []
         indptr = [0]
         for text in texts:
-            counts = Counter(self.columns(text))  # counted in C
-            indices.extend(counts)
-            values.extend(counts.values())
+            indices += self.columns(text)
             indptr.append(len(indices))
+        # One entry per occurrence; sum_duplicates turns them into sorted counts, in C.
         matrix = sp.csr_matrix(
-            (np.asarray(values, dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
+            (np.ones(len(indices), dtype=np.float32), np.asarray(indices, dtype=np.int32), indptr),
             shape=(len(texts), len(self.terms)),
         )
-        matrix.sort_indices()
+        matrix.sum_duplicates()
         if self.sublinear_tf:
             np.log(matrix.data, out=matrix.data)
             matrix.data += 1.0

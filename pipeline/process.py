@@ -107,7 +107,8 @@ def process_pending(
     """Work through every pending raw record, one transaction per batch.
 
     With `parse_workers > 1` on a large backlog, worker processes parse, enrich and classify the next
-    batch while this process writes the current one (the only process that touches the database).
+    batch while this process writes the current one (the only process that touches the database). The
+    first batch is prepared here, while the workers start.
     """
     summary = ProcessSummary()
     preparer = context.preparer()
@@ -133,18 +134,21 @@ def process_pending(
                 if not records:
                     break
                 ids = [record.id for record in records]
-                waiting = time.perf_counter()
-                if ahead is not None and ahead.ids == ids:
-                    prepared = ahead.results(summary)
-                else:  # nothing prepared ahead, or another worker took some of those rows
-                    prepared = _prepare_now(records, preparer, pool, context.parse_workers, summary)
-                if pool is not None:  # how long this process waited for the workers (their start-up too)
-                    summary.stage_seconds["wait_for_workers"] += time.perf_counter() - waiting
+                ready = ahead if ahead is not None and ahead.ids == ids else None
                 ahead = None
-                if pool is not None:
+                if pool is not None:  # the workers start on the next batch while this one is written
                     upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
                     if upcoming:
                         ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
+                if ready is not None:
+                    waiting = time.perf_counter()
+                    prepared = ready.results(summary)
+                    # How long this process waited for the workers: large when they cannot keep up.
+                    summary.stage_seconds["wait_for_workers"] += time.perf_counter() - waiting
+                else:
+                    # The first batch (the workers are still starting), or another worker took some of
+                    # the rows prepared ahead: prepare it here.
+                    prepared = _prepare_here(records, preparer, summary)
                 process_batch(session, records, context, summary, prepared)
             summary.batches += 1
             if on_batch is not None:
@@ -200,20 +204,13 @@ class _Ahead:
         return _collect(self.futures, summary)
 
 
-def _prepare_now(
-    records: Sequence[PendingRecord],
-    preparer: Preparer,
-    pool: ProcessPoolExecutor | None,
-    workers: int,
-    summary: ProcessSummary,
+def _prepare_here(
+    records: Sequence[PendingRecord], preparer: Preparer, summary: ProcessSummary
 ) -> list[Prepared]:
-    if pool is None:
-        prepared, timings = preparer(_payloads(records))
-        for stage, seconds in timings.items():
-            summary.stage_seconds[stage] += seconds
-        return prepared
-    futures = [pool.submit(prepare_in_worker, chunk) for chunk in _chunks(_payloads(records), workers)]
-    return _collect(futures, summary)
+    prepared, timings = preparer(_payloads(records))
+    for stage, seconds in timings.items():
+        summary.stage_seconds[stage] += seconds
+    return prepared
 
 
 @dataclass
@@ -284,7 +281,7 @@ def process_batch(
     """
     now = utcnow()
     if prepared is None:
-        prepared = _prepare_now(records, context.preparer(), None, 1, summary)
+        prepared = _prepare_here(records, context.preparer(), summary)
     started = time.perf_counter()
     normalised: list[tuple[PendingRecord, EnquiryIn]] = []
     extras: dict[int, Prepared] = {}
