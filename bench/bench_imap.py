@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -27,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Run as a plain script from anywhere: the repo's top-level packages must be importable.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from process_tree import PeakTreeMemory  # noqa: E402  (bench/ is on sys.path when a benchmark runs)
 
 from connectors.imap import ImapSource  # noqa: E402
 from connectors.mime import parse_email  # noqa: E402
@@ -88,18 +91,19 @@ def measure_end_to_end(
     factory = runtime.factory
     context = runtime.pipeline_context()
     source = ImapSource(server.mailbox(folder=folder, batch_size=batch_size))
-    started = time.perf_counter()
-    ingested = ingest_source(factory, source)
-    ingest_seconds = time.perf_counter() - started
-    processed = process_pending(factory, context, batch_size=batch_size)
-    total_seconds = time.perf_counter() - started
+    with PeakTreeMemory(os.getpid()) as memory:  # this process and the workers it starts
+        started = time.perf_counter()
+        ingested = ingest_source(factory, source)
+        ingest_seconds = time.perf_counter() - started
+        processed = process_pending(factory, context, batch_size=batch_size)
+        total_seconds = time.perf_counter() - started
     return {
         "mails": ingested.read,
         "ingest_mails_per_second": round(ingested.read / ingest_seconds, 1),
         "end_to_end_mails_per_second": round(ingested.read / total_seconds, 1),
         "outcomes": dict(processed.outcomes),
         "stage_seconds": processed.as_dict().get("stage_seconds", {}),
-        "reader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "reader_peak_rss_mb": round(memory.peak_mb, 1),
     }
 
 

@@ -3,8 +3,9 @@
     python bench/bench_pipeline.py [--n 10000] [--json]
 
 Each step runs as the real command in its own process, so the figures include start-up; peak memory
-is each process's maximum resident set. Prefect's fixed cost (the ephemeral API server a first flow
-starts, then a warm flow) is measured separately on an empty queue.
+is the largest summed resident set of the command's process tree (workers included). Prefect's fixed
+cost (the ephemeral API server a first flow starts, then a warm flow) is measured separately on an
+empty queue.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+
+from process_tree import PeakTreeMemory  # bench/ is on sys.path when a benchmark runs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIAGE = [sys.executable, "-m", "app.cli"]
@@ -68,17 +71,16 @@ def corpus(directory: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
 
 
 def run_peak(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command: wall seconds, its own peak RSS in MB (wait4: this child only), and stdout."""
+    """Run a command: wall seconds, the peak memory of its whole process tree in MB (the command, the
+    fork server and the workers), and stdout."""
     started = time.perf_counter()
     process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
-    stdout = process.stdout.read().decode()
-    stderr = process.stderr.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
+    with PeakTreeMemory(process.pid) as memory:
+        stdout, stderr = process.communicate()
     elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{stderr[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024, stdout
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{stderr.decode()[-3000:]}")
+    return elapsed, memory.peak_mb, stdout.decode()
 
 
 def main() -> None:
