@@ -12,7 +12,6 @@ A machine never promotes: `promote` needs a person's name, and names of machine 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import secrets
 import threading
@@ -30,6 +29,7 @@ from sqlalchemy.orm import Session
 from models.artifact import ModelArtifact, artifact_with_status, find_artifact, registered_version
 from models.classifier import TriageModel
 from models.errors import ConfigError, FatalError
+from models.scoring import file_sha256
 from models.training import TrainResult
 from store import model_registry as repo
 from store.common import utcnow
@@ -61,14 +61,6 @@ class ApprovalRequired(ConfigError):
 def new_version_id() -> str:
     """A sortable, unique version id such as `m-20261124-013512-ab12cd`."""
     return f"m-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _vectorisers(pipeline: Pipeline) -> dict[str, TfidfVectorizer]:
@@ -138,7 +130,7 @@ def register_candidate(
         "training_seconds": result.training_seconds,
         "libraries": result.libraries,
         "trusted_types": untrusted,
-        "artifact_sha256": _sha256(artifact),
+        "artifact_sha256": file_sha256(artifact),
         # The scoring arrays the pipeline's workers load without scikit-learn (models.scoring).
         "scorer_file": SCORER_FILE,
         "scorer_sha256": model.scorer.save(directory / SCORER_FILE),
@@ -172,7 +164,7 @@ def read_artifact(path: Path, provenance: dict[str, Any], *, version: str) -> Tr
             f"the artifact of model {version} is missing: {path}; restore TRIAGE_HOME/models from backup"
         )
     expected_hash = provenance.get("artifact_sha256")
-    if expected_hash and _sha256(path) != expected_hash:
+    if expected_hash and file_sha256(path) != expected_hash:
         raise FatalError(
             f"the artifact of model {version} ({path}) does not match its recorded SHA-256; restore it"
         )

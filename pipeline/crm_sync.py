@@ -53,47 +53,86 @@ def drain_outbox(
 ) -> DrainSummary:
     """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable."""
     summary = DrainSummary()
-    if isinstance(backend, LocalCrm):  # same database as the outbox: settle each batch in SQL
-        retry = timedelta(seconds=backoff_seconds)
-        while max_batches is None or summary.batches < max_batches:
-            with transaction(factory) as session:
-                now = clock()
-                ids = outbox.claim_due_ids(session, limit=batch_size, now=now)
-                if not ids:
-                    break
-                sent = local_crm.deliver_from_outbox(session, ids, now=now, retry_at=now + retry)
-            summary.batches += 1
-            summary.sent += sum(sent.values())
-            summary.sent_by_operation.update(sent)
-        return summary
     with fewer_gc_pauses():
         while max_batches is None or summary.batches < max_batches:
             with transaction(factory) as session:
                 now = clock()
-                rows = outbox.claim_due(session, limit=batch_size, now=now)
-                if not rows:
-                    break
-                summary.batches += 1
-                unavailable = _settle(session, backend, rows, now, summary, max_attempts, backoff_seconds)
-                outbox.save_outcomes(session, rows)
+                if isinstance(backend, LocalCrm):  # the outbox's own database: settle in SQL
+                    claimed, unavailable = _deliver_locally(
+                        session, now, summary, batch_size, backoff_seconds
+                    )
+                else:
+                    claimed, unavailable = _send(
+                        session, backend, now, summary, batch_size, max_attempts, backoff_seconds
+                    )
+            if not claimed:
+                break
+            summary.batches += 1
             if unavailable:
                 break
     return summary
 
 
-def _settle(
+def _deliver_locally(
+    session: Session, now: datetime, summary: DrainSummary, batch_size: int, backoff_seconds: float
+) -> tuple[int, bool]:
+    """Claim a batch and write it into the local CRM tables in this transaction; (claimed, False)."""
+    ids = outbox.claim_due_ids(session, limit=batch_size, now=now)
+    if ids:
+        retry_at = now + timedelta(seconds=backoff_seconds)
+        sent = local_crm.deliver_from_outbox(session, ids, now=now, retry_at=retry_at)
+        summary.sent += sum(sent.values())
+        summary.sent_by_operation.update(sent)
+    return len(ids), False
+
+
+def _send(
     session: Session,
     backend: CrmBackend,
-    rows: list[ClaimedWrite],
     now: datetime,
     summary: DrainSummary,
+    batch_size: int,
     max_attempts: int,
     backoff_seconds: float,
-) -> bool:
-    """Send a claimed batch and set each row's outcome; True when the CRM as a whole is unavailable."""
+) -> tuple[int, bool]:
+    """Claim a batch, send its leads, then the tasks whose lead is in the CRM, and record each row's
+    outcome. Returns (claimed, unavailable): unavailable when the CRM as a whole is down, and the writes
+    not yet settled wait for their backoff."""
+    rows = outbox.claim_due(session, limit=batch_size, now=now)
     attempted: set[int] = set()
+    unavailable = False
     try:
-        _send_batch(session, backend, rows, now, summary, max_attempts, backoff_seconds, attempted)
+        leads = [row for row in rows if row.operation == "upsert_lead"]
+        tasks = [row for row in rows if row.operation == "create_task"]
+        if leads:
+            results = backend.upsert_leads(
+                [LeadWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in leads]
+            )
+            _apply(leads, results, now, summary, max_attempts, backoff_seconds, attempted)
+        if tasks:
+            # Outcomes are written only at the end of the batch: on SQLite an earlier UPDATE would hold the
+            # write lock while the local backend writes its tasks through another connection (a 30 s lock
+            # wait). This batch's sent leads are known in memory; earlier ones come from the table.
+            sent_now = {row.enquiry_id for row in leads if row.status == "sent"}
+            ready = sent_now | outbox.sent_lead_ids(session, [row.enquiry_id for row in tasks])
+            for row in tasks:
+                if row.enquiry_id not in ready:
+                    # The lead is not in the CRM yet: wait without spending an attempt.
+                    outbox.mark_retry(
+                        row,
+                        error="waiting for the lead",
+                        now=now,
+                        backoff_seconds=backoff_seconds,
+                        max_attempts=max_attempts,
+                        count=False,
+                    )
+                    attempted.add(row.id)
+            sendable = [row for row in tasks if row.enquiry_id in ready]
+            if sendable:
+                results = backend.create_tasks(
+                    [TaskWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in sendable]
+                )
+                _apply(sendable, results, now, summary, max_attempts, backoff_seconds, attempted)
     except RetriableError as error:
         # The CRM is down or throttling: the batch's unsettled writes wait for their backoff.
         for row in rows:
@@ -105,52 +144,9 @@ def _settle(
         summary.stopped_by = str(error)
         summary.errors.append(str(error))
         log.warning("CRM unavailable, %d writes wait for retry: %s", len(rows) - len(attempted), error)
-        return True
-    return False
-
-
-def _send_batch(
-    session: Session,
-    backend: CrmBackend,
-    rows: list[ClaimedWrite],
-    now: datetime,
-    summary: DrainSummary,
-    max_attempts: int,
-    backoff_seconds: float,
-    attempted: set[int],
-) -> None:
-    """Send the batch's leads, then the tasks whose lead is in the CRM; settled rows go in `attempted`."""
-    leads = [row for row in rows if row.operation == "upsert_lead"]
-    tasks = [row for row in rows if row.operation == "create_task"]
-    if leads:
-        results = backend.upsert_leads(
-            [LeadWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in leads]
-        )
-        _apply(leads, results, now, summary, max_attempts, backoff_seconds, attempted)
-    if tasks:
-        # Outcomes are written only at the end of the batch: on SQLite an earlier UPDATE would hold the
-        # write lock while the local backend writes its tasks through another connection (a 30 s lock
-        # wait). This batch's sent leads are known in memory; earlier ones come from the table.
-        sent_now = {row.enquiry_id for row in leads if row.status == "sent"}
-        ready = sent_now | outbox.sent_lead_ids(session, [row.enquiry_id for row in tasks])
-        for row in tasks:
-            if row.enquiry_id not in ready:
-                # The lead is not in the CRM yet: wait without spending an attempt.
-                outbox.mark_retry(
-                    row,
-                    error="waiting for the lead",
-                    now=now,
-                    backoff_seconds=backoff_seconds,
-                    max_attempts=max_attempts,
-                    count=False,
-                )
-                attempted.add(row.id)
-        sendable = [row for row in tasks if row.enquiry_id in ready]
-        if sendable:
-            results = backend.create_tasks(
-                [TaskWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in sendable]
-            )
-            _apply(sendable, results, now, summary, max_attempts, backoff_seconds, attempted)
+        unavailable = True
+    outbox.save_outcomes(session, rows)
+    return len(rows), unavailable
 
 
 def _apply(

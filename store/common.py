@@ -45,6 +45,23 @@ def insert_ignore(
     return len(session.connection().execute(statement, list(rows)).all())
 
 
+def update_by_id(session: Session, table: type[Base], columns: Sequence[str], rows: Sequence[Any]) -> None:
+    """Write `columns` of plain rows (anything with `id` and those attributes) back in one executemany
+    UPDATE: for claimed rows kept as plain data instead of ORM objects."""
+    if not rows:
+        return
+    core_table = cast(sa.Table, table.__table__)
+    statement = (
+        sa.update(core_table)
+        .where(core_table.c.id == sa.bindparam("row_id"))
+        .values({name: sa.bindparam(f"new_{name}") for name in columns})
+    )
+    session.execute(
+        statement,
+        [{"row_id": row.id, **{f"new_{name}": getattr(row, name) for name in columns}} for row in rows],
+    )
+
+
 def for_update_skip_locked(
     statement: sa.Select[Any], session: Session, *, sqlite_write_lock: bool = True
 ) -> sa.Select[Any]:

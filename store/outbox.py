@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from store.common import for_update_skip_locked, insert_ignore, utcnow
+from store.common import for_update_skip_locked, insert_ignore, update_by_id, utcnow
 from store.tables import CrmOutbox
 
 
@@ -80,36 +80,8 @@ def claim_due_ids(session: Session, *, limit: int, now: datetime) -> list[int]:
 
 def save_outcomes(session: Session, rows: Sequence[ClaimedWrite]) -> None:
     """Write the claimed rows' new state back in one executemany UPDATE (inside the claiming transaction)."""
-    if not rows:
-        return
-    table = cast(sa.Table, CrmOutbox.__table__)
-    statement = (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("row_id"))
-        .values(
-            status=sa.bindparam("status"),
-            attempts=sa.bindparam("attempts"),
-            crm_id=sa.bindparam("crm_id"),
-            last_error=sa.bindparam("last_error"),
-            next_attempt_at=sa.bindparam("next_attempt_at"),
-            sent_at=sa.bindparam("sent_at"),
-        )
-    )
-    session.execute(
-        statement,
-        [
-            {
-                "row_id": row.id,
-                "status": row.status,
-                "attempts": row.attempts,
-                "crm_id": row.crm_id,
-                "last_error": row.last_error,
-                "next_attempt_at": row.next_attempt_at,
-                "sent_at": row.sent_at,
-            }
-            for row in rows
-        ],
-    )
+    columns = ("status", "attempts", "crm_id", "last_error", "next_attempt_at", "sent_at")
+    update_by_id(session, CrmOutbox, columns, rows)
 
 
 def mark_sent(row: ClaimedWrite, *, crm_id: str | None, now: datetime) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models.records import RawRecordIn, RawStatus
-from store.common import for_update_skip_locked, insert_ignore, utcnow
+from store.common import for_update_skip_locked, insert_ignore, update_by_id, utcnow
 from store.tables import Quarantine, RawRecord, SourceCheckpoint
 
 
@@ -97,30 +97,7 @@ def claim_pending(session: Session, *, limit: int) -> list[PendingRecord]:
 
 def save_outcomes(session: Session, records: Sequence[PendingRecord]) -> None:
     """Write the claimed records' status, reason and enquiry in one executemany UPDATE."""
-    if not records:
-        return
-    table = cast(sa.Table, RawRecord.__table__)
-    statement = (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("record_id"))
-        .values(
-            status=sa.bindparam("new_status"),
-            status_reason=sa.bindparam("new_reason"),
-            enquiry_id=sa.bindparam("new_enquiry_id"),
-        )
-    )
-    session.execute(
-        statement,
-        [
-            {
-                "record_id": r.id,
-                "new_status": r.status,
-                "new_reason": r.status_reason,
-                "new_enquiry_id": r.enquiry_id,
-            }
-            for r in records
-        ],
-    )
+    update_by_id(session, RawRecord, ("status", "status_reason", "enquiry_id"), records)
 
 
 def count_pending(session: Session) -> int:

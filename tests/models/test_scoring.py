@@ -13,7 +13,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sqlalchemy.orm import Session
 
 from models import registry
-from models.artifact import find_artifact
+from models.artifact import ModelArtifact, find_artifact
 from models.classifier import frame_from_texts
 from models.errors import FatalError
 from models.scoring import Scorer, Tokeniser, load_scorer
@@ -94,14 +94,17 @@ def test_a_changed_scorer_file_is_refused(tmp_path: Path, toy_result: TrainResul
         load_scorer(path, sha256=sha256, version="m-x", novelty_floor=0.1)
 
 
+def _registered(session: Session, home: Path, result: TrainResult) -> ModelArtifact:
+    version = registry.register_candidate(session, home, result, trained_by="tester", data_description="toy")
+    session.commit()
+    return find_artifact(session, home, version)
+
+
 def test_the_registry_saves_a_scorer_and_the_pipeline_loads_it_without_scikit_learn(
     session: Session, tmp_path: Path, toy_result: TrainResult
 ) -> None:
-    version = registry.register_candidate(
-        session, tmp_path, toy_result, trained_by="tester", data_description="toy"
-    )
-    session.commit()
-    artifact = find_artifact(session, tmp_path, version)
+    artifact = _registered(session, tmp_path, toy_result)
+    version = artifact.version
     scorer = artifact.load_scorer()
     assert isinstance(scorer, Scorer) and scorer.version == version
     assert artifact.provenance["scorer_sha256"] and (artifact.path.parent / "scorer.npz").exists()
@@ -134,11 +137,8 @@ def test_the_registry_saves_a_scorer_and_the_pipeline_loads_it_without_scikit_le
 def test_an_artifact_registered_before_scorers_loads_the_whole_model(
     session: Session, tmp_path: Path, toy_result: TrainResult
 ) -> None:
-    version = registry.register_candidate(
-        session, tmp_path, toy_result, trained_by="tester", data_description="toy"
-    )
-    session.commit()
-    artifact = find_artifact(session, tmp_path, version)
+    artifact = _registered(session, tmp_path, toy_result)
+    version = artifact.version
     for key in ("scorer_file", "scorer_sha256"):
         del artifact.provenance[key]
     model = artifact.load_scorer()
