@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default_factory=lambda: min(os.cpu_count() or 1, 4),
         ge=1,
         le=32,
-        description="Processes that parse mail in parallel on large runs (1: no pool).",
+        description="Worker processes that parse, enrich and classify ahead on large runs (1: none).",
     )
     imap: ImapMailbox | None = None
     mailboxes: list[ImapMailbox] = Field(default_factory=list)
