@@ -130,6 +130,7 @@ def workspace_summary(runtime: Runtime) -> dict[str, Any]:
         counts = raw_store.counts(session)
         totals = enquiry_store.totals(session)
         crm = outbox.counts_by_status_and_operation(session)
+        leads_by_lane = outbox.sent_leads_by_lane(session)
         model_version = _active_version(session)
     status_total: dict[str, int] = {}
     for by_status in counts.values():
@@ -165,6 +166,25 @@ def workspace_summary(runtime: Runtime) -> dict[str, Any]:
         "enquiries_by_lane": totals["lanes"],
         "enquiries_balance": totals["enquiries"] == sum(totals["lanes"].values()),
     }
+    # The same books in the terms: every record that is not a duplicate was written to the CRM
+    # by the automated lane, is in review, or is quarantined; or it is one of the named rest (spam the
+    # automated lane discarded, a follow-up threaded onto an enquiry, an auto-reply skipped).
+    settled = {
+        "crm_written_automated": leads_by_lane.get("automate", 0),
+        "review": summary["review"],
+        "quarantined": summary["quarantined"],
+        "spam_discarded": summary["spam_discarded"],
+        "threaded": summary["threaded"],
+        "skipped": summary["skipped"],
+    }
+    non_duplicate = records - summary["duplicates"] - summary["pending"]
+    summary["accounting"].update(
+        {
+            "non_duplicate_records": non_duplicate,
+            "non_duplicate_by_outcome": settled,
+            "non_duplicate_balance": non_duplicate == sum(settled.values()),
+        }
+    )
     return summary
 
 

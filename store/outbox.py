@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from store.common import for_update_skip_locked, insert_ignore, update_by_id, utcnow
-from store.tables import CrmOutbox
+from store.tables import CrmOutbox, Enquiry
 
 
 def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
@@ -160,6 +160,17 @@ def counts_by_status_and_operation(session: Session) -> dict[tuple[str, str], in
         )
     )
     return {(operation, status): int(count) for operation, status, count in rows}
+
+
+def sent_leads_by_lane(session: Session) -> dict[str, int]:
+    """Leads the CRM accepted, by the lane their enquiry took."""
+    rows = session.execute(
+        sa.select(Enquiry.lane, sa.func.count())
+        .join(CrmOutbox, CrmOutbox.enquiry_id == Enquiry.id)
+        .where(CrmOutbox.operation == "upsert_lead", CrmOutbox.status == "sent")
+        .group_by(Enquiry.lane)
+    )
+    return {lane: int(count) for lane, count in rows}
 
 
 def sent_leads(session: Session, *, limit: int = 100) -> list[CrmOutbox]:

@@ -41,6 +41,14 @@ def test_demo_then_run_adds_nothing(tmp_path: Path) -> None:
     assert isinstance(accounting, dict)
     assert accounting["records_balance"] and accounting["enquiries_balance"]
     assert accounting["records"] == sum(ingested.values())
+    # The books: CRM writes by the automated lane + review + quarantine (+ the named rest)
+    # account for every record that is not a duplicate.
+    books = accounting["non_duplicate_by_outcome"]
+    assert accounting["non_duplicate_balance"]
+    assert accounting["non_duplicate_records"] == accounting["records"] - summary["duplicates"]
+    assert sum(books.values()) == accounting["non_duplicate_records"]
+    assert books["crm_written_automated"] + books["spam_discarded"] == summary["automated"]
+    assert (books["review"], books["quarantined"]) == (summary["review"], summary["quarantined"])
     assert summary["pending"] == 0
     assert summary["duplicates"] >= 7 and summary["threaded"] >= 3 and summary["skipped"] == 2
     assert summary["quarantined"] >= 4

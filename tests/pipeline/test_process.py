@@ -23,10 +23,11 @@ from store.tables import (
     Quarantine,
     RawRecord,
     ReviewItem,
+    ShadowPrediction,
     SlaTimer,
 )
 from tests.builders import chat_json, email_bytes, form_json
-from tests.support.pipeline_support import store
+from tests.support.pipeline_support import ShadowKeywordModel, store
 
 
 def count(session: Session, table: type) -> int:
@@ -276,3 +277,25 @@ def test_worker_processes_prepare_ahead_and_change_nothing(
         )
     engine.dispose()
     assert parallel == expected and len(expected) == 21
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_shadow_model_is_scored_beside_the_active_one_and_never_acts(
+    session_factory: sessionmaker[Session], context: PipelineContext, workers: int
+) -> None:
+    context.shadow = ShadowKeywordModel()
+    context.parse_workers, context.parallel_minimum = workers, 1
+    store(
+        session_factory,
+        Channel.EMAIL,
+        [email_bytes(message_id=f"<s{i}@x>", body=f"What does it cost, {i}?") for i in range(7)],
+    )
+    process_pending(session_factory, context, batch_size=3)
+    with session_factory() as session:
+        enquiries = list(session.scalars(sa.select(Enquiry)))
+        shadows = {row.enquiry_id: row for row in session.scalars(sa.select(ShadowPrediction))}
+    assert len(enquiries) == 7 and set(shadows) == {e.id for e in enquiries}
+    assert {e.intent for e in enquiries} == {"pricing"} and {e.model_version for e in enquiries} == {
+        "test-keywords"
+    }
+    assert {(s.intent, s.model_version) for s in shadows.values()} == {("support", "test-shadow")}

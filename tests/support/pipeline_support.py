@@ -75,3 +75,15 @@ def store(
     ]
     with transaction(factory) as session:
         raw.save_batch(session, records, source=source, state={"n": len(records)})
+
+
+class ShadowKeywordModel(KeywordModel):
+    """A candidate that disagrees on purpose: it calls everything support."""
+
+    version = "test-shadow"
+
+    def predict(self, frame: pd.DataFrame) -> list[Prediction]:
+        return [
+            p.model_copy(update={"intent": "support", "model_version": self.version})
+            for p in super().predict(frame)
+        ]
