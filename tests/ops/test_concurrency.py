@@ -120,12 +120,17 @@ def _watch_worker(url: str, home: str, barrier: Any, smtp_port: int, now_iso: st
 def _claim_worker(url: str, home: str, barrier: Any, user: str, item_ids: list[int]) -> dict[str, Any]:
     from review.service import claim
     from store.db import transaction
+    from store.tables import Enquiry, ReviewItem
 
     runtime = _runtime(url, home)
-    runtime.engine  # noqa: B018 - connect (and check the schema) before the race starts
+    with runtime.factory() as session:  # connect and configure the ORM before the race, not during it
+        first = session.get(ReviewItem, item_ids[0])
+        assert first is not None and session.get(Enquiry, first.enquiry_id) is not None
     won = []
-    barrier.wait()
     for item_id in item_ids:
+        # Both reach every item together, so each claim is a real race (one process cannot finish the
+        # whole list before the other has started).
+        barrier.wait()
         with transaction(runtime.factory) as session:
             if claim(session, item_id, user=user):
                 won.append(item_id)
