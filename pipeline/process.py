@@ -184,7 +184,7 @@ def _collect(futures: Sequence[Future[PreparedChunk]], summary: ProcessSummary) 
         part, timings = future.result()
         prepared.extend(part)
         for stage, seconds in timings.items():
-            summary.stage_seconds[stage] += seconds  # CPU seconds in the workers: the cost of a stage
+            summary.stage_seconds[stage] += seconds  # CPU seconds (Preparer): the cost of a stage
     return prepared
 
 
