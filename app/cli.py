@@ -83,6 +83,15 @@ def print_summary(summary: dict[str, Any], title: str) -> None:
             continue
         table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict) else str(value))
     Console().print(table)
+    books = summary.get("accounting", {})
+    if "non_duplicate_by_outcome" in books:
+        parts = " + ".join(
+            f"{n} {name.replace('_', ' ')}" for name, n in books["non_duplicate_by_outcome"].items()
+        )
+        balanced = "balanced" if books["non_duplicate_balance"] else "NOT BALANCED"
+        Console().print(
+            f"Books: {books['non_duplicate_records']} records that are not duplicates = {parts} ({balanced})"
+        )
 
 
 @app.callback()

@@ -80,3 +80,22 @@ def _spam_in_review(home: Path) -> int:
         )
     engine.dispose()
     return int(count or 0)
+
+
+def test_the_summary_table_ends_with_the_books(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import print_summary
+
+    books = {"crm_written_automated": 6, "review": 3, "quarantined": 1}
+    accounting = {
+        "non_duplicate_records": 10,
+        "non_duplicate_by_outcome": books,
+        "non_duplicate_balance": True,
+    }
+    print_summary({"enquiries": 9, "accounting": accounting}, "title")
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "enquiries │ 9" in printed and "non_duplicate" not in printed
+    assert (
+        "Books: 10 records that are not duplicates = 6 crm written automated + 3 review + 1 quarantined"
+        in printed
+    )
+    assert printed.endswith("(balanced)")
