@@ -152,16 +152,17 @@ def register_candidate(
 
 def read_artifact(path: Path, provenance: dict[str, Any], *, version: str) -> TriageModel:
     """Load one artifact file after checking library versions, integrity and the types it contains."""
+    # A missing file first: it is the plainer fault, and its provenance may say nothing.
+    if not path.exists():
+        raise FatalError(
+            f"the artifact of model {version} is missing: {path}; restore TRIAGE_HOME/models from backup"
+        )
     trained_with = provenance.get("libraries", {}).get("scikit-learn")
     if trained_with != sklearn.__version__:
         raise FatalError(
             f"model {version} was trained with scikit-learn {trained_with}, but scikit-learn "
             f"{sklearn.__version__} is installed; loading it could silently change predictions. Retrain it "
             f"here (`triage model train ...`) or install scikit-learn=={trained_with}."
-        )
-    if not path.exists():
-        raise FatalError(
-            f"the artifact of model {version} is missing: {path}; restore TRIAGE_HOME/models from backup"
         )
     expected_hash = provenance.get("artifact_sha256")
     if expected_hash and file_sha256(path) != expected_hash:
@@ -203,6 +204,14 @@ def load_artifact(artifact: ModelArtifact) -> TriageModel:
 def load_model(session: Session, home: Path, version: str) -> TriageModel:
     """The model of a registered `version` (see `load_artifact`)."""
     return load_artifact(find_artifact(session, home, version))
+
+
+def check_loadable(session: Session, home: Path, version: str) -> None:
+    """Load the whole model and what the pipeline scores with: a missing or altered file, or one made
+    under another scikit-learn, is refused before a promotion or shadowing makes the pipeline use it."""
+    artifact = find_artifact(session, home, version)
+    load_artifact(artifact)
+    artifact.load_scorer()
 
 
 def clear_cache() -> None:
@@ -252,14 +261,16 @@ def _person(name: str | None, *, what: str) -> str:
     return cleaned
 
 
-def promote(session: Session, version: str, *, approved_by: str) -> None:
+def promote(session: Session, version: str, *, approved_by: str, home: Path) -> None:
     """Make `version` the active model, signed by a named person; the old active one is retired.
 
     Records approved_by and promoted_at on the row and a `promote` event naming the previous active
-    version, which is what `rollback` returns to. The caller commits.
+    version, which is what `rollback` returns to. A model whose files under `home` do not load is
+    refused. The caller commits.
     """
     approver = _person(approved_by, what="promotion")
     row = registered_version(session, version)
+    check_loadable(session, home, version)
     current = repo.version_with_status(session, "active", lock=True)
     if current is not None and current.version == version:
         raise ConfigError(f"model {version} is already active")
@@ -313,9 +324,11 @@ def rollback(session: Session, *, actor: str) -> str:
     return previous.version
 
 
-def set_shadow(session: Session, version: str, *, actor: str) -> None:
-    """Score `version` beside the active model from now on; a previous shadow goes back to candidate."""
+def set_shadow(session: Session, version: str, *, actor: str, home: Path) -> None:
+    """Score `version` beside the active model from now on; a previous shadow goes back to candidate.
+    A model whose files under `home` do not load is refused."""
     row = registered_version(session, version)
+    check_loadable(session, home, version)
     if row.status == "active":
         raise ConfigError(f"model {version} is active; only another model can shadow it")
     current = repo.version_with_status(session, "shadow", lock=True)

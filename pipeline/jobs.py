@@ -216,7 +216,9 @@ def ensure_starter_model(runtime: Runtime) -> str:
             trained_by="triage demo",
             data_description="bundled starter training set (models/starter_data/train.csv)",
         )
-        promote(session, version, approved_by=f"{getpass.getuser()} (triage demo)")
+        promote(
+            session, version, approved_by=f"{getpass.getuser()} (triage demo)", home=runtime.settings.home
+        )
     return version
 
 

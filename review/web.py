@@ -473,7 +473,7 @@ def ops_promote(
         flash(request, "Tick the box to confirm you reviewed the shadow comparison.", "error")
         return RedirectResponse("/ops/models", status_code=303)
     try:
-        registry.promote(session, version, approved_by=user.name)
+        registry.promote(session, version, approved_by=user.name, home=request.app.state.settings.home)
         session.commit()
     except Exception as error:  # the registry's own errors say what is wrong; show them, keep the page
         session.rollback()

@@ -284,8 +284,7 @@ def shadow(
                 report: dict[str, Any] = {"shadow": None, "stopped": stopped}
             else:
                 assert version is not None
-                registry.load_model(session, settings.home, version)  # refuse an artifact that cannot load
-                registry.set_shadow(session, version, actor=actor or getpass.getuser())
+                registry.set_shadow(session, version, actor=actor or getpass.getuser(), home=settings.home)
                 report = {"shadow": version, "active": registry.active_version(session)}
     except TriageError as error:
         raise _fail(error) from error
@@ -311,8 +310,7 @@ def promote(
     try:
         with factory() as session, session.begin():
             previous = registry.active_version(session)
-            registry.promote(session, version, approved_by=approved_by or "")
-            registry.load_model(session, settings.home, version)  # refuse an artifact that cannot load
+            registry.promote(session, version, approved_by=approved_by or "", home=settings.home)
     except TriageError as error:
         raise _fail(error) from error
     report = {"active": version, "previous_active": previous, "approved_by": (approved_by or "").strip()}

@@ -77,13 +77,27 @@ def test_an_altered_artifact_is_refused(session: Session, tmp_path: Path, toy_re
         registry.load_model(session, tmp_path, version)
 
 
+def test_a_model_whose_scorer_does_not_load_is_neither_promoted_nor_shadowed(
+    session: Session, tmp_path: Path, toy_result: TrainResult
+) -> None:
+    """The pipeline scores with scorer.npz: promotion checks that file too, not only the skops one."""
+    version = _register(session, tmp_path, toy_result)
+    scorer = tmp_path / "models" / version / "scorer.npz"
+    scorer.write_bytes(scorer.read_bytes() + b"\0")
+    with pytest.raises(FatalError, match=r"scorer.*SHA-256"):
+        registry.promote(session, version, approved_by="Olga", home=tmp_path)
+    with pytest.raises(FatalError, match=r"scorer.*SHA-256"):
+        registry.set_shadow(session, version, actor="olga", home=tmp_path)
+    assert repo.get_version(session, version).status == "candidate"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("name", ["", "   ", "system", "Retrain"])
 def test_promotion_without_a_person_is_refused(
     session: Session, tmp_path: Path, toy_result: TrainResult, name: str
 ) -> None:
     version = _register(session, tmp_path, toy_result)
     with pytest.raises(registry.ApprovalRequired):
-        registry.promote(session, version, approved_by=name)
+        registry.promote(session, version, approved_by=name, home=tmp_path)
     session.rollback()
     assert registry.active_version(session) is None
     assert [e.action for e in repo.list_events(session, version=version)] == ["register"]
@@ -94,13 +108,13 @@ def test_promote_and_rollback_restore_the_previous_predictions_exactly(
 ) -> None:
     first = _register(session, tmp_path, toy_result)
     second = _register(session, tmp_path, toy_result_b)
-    registry.promote(session, first, approved_by="Olga Ops")
+    registry.promote(session, first, approved_by="Olga Ops", home=tmp_path)
     session.commit()
     before = registry.load_active(session, tmp_path)
     assert before is not None
     first_predictions = before.predict(PROBE)
 
-    registry.promote(session, second, approved_by="Olga Ops")
+    registry.promote(session, second, approved_by="Olga Ops", home=tmp_path)
     session.commit()
     row = repo.get_version(session, second)
     assert row is not None and row.approved_by == "Olga Ops" and row.promoted_at is not None
@@ -129,11 +143,11 @@ def test_rollback_without_history_and_double_promotion_are_refused(
     with pytest.raises(ConfigError, match="no active model"):
         registry.rollback(session, actor="olga")
     version = _register(session, tmp_path, toy_result)
-    registry.promote(session, version, approved_by="Olga")
+    registry.promote(session, version, approved_by="Olga", home=tmp_path)
     with pytest.raises(ConfigError, match="already active"):
-        registry.promote(session, version, approved_by="Olga")
+        registry.promote(session, version, approved_by="Olga", home=tmp_path)
     with pytest.raises(ConfigError, match="no model version"):
-        registry.promote(session, "m-nope", approved_by="Olga")
+        registry.promote(session, "m-nope", approved_by="Olga", home=tmp_path)
 
 
 def test_shadow_lifecycle(
@@ -142,10 +156,10 @@ def test_shadow_lifecycle(
     first = _register(session, tmp_path, toy_result)
     second = _register(session, tmp_path, toy_result_b)
     assert registry.newest_candidate(session) == second
-    registry.promote(session, first, approved_by="Olga")
+    registry.promote(session, first, approved_by="Olga", home=tmp_path)
     with pytest.raises(ConfigError, match="is active"):
-        registry.set_shadow(session, first, actor="olga")
-    registry.set_shadow(session, second, actor="olga")
+        registry.set_shadow(session, first, actor="olga", home=tmp_path)
+    registry.set_shadow(session, second, actor="olga", home=tmp_path)
     session.commit()
     assert registry.shadow_version(session) == second
     shadow = registry.load_shadow(session, tmp_path)

@@ -20,7 +20,7 @@ def test_retrain_uses_corrections_and_stops_at_a_candidate(
         active = registry.register_candidate(
             session, tmp_path, toy_result, trained_by="t", data_description="toy"
         )
-        registry.promote(session, active, approved_by="Olga")
+        registry.promote(session, active, approved_by="Olga", home=tmp_path)
         corrected = []
         for index in range(5):
             enquiry_id = add_enquiry(

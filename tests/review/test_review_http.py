@@ -263,22 +263,42 @@ def test_generated_secret_key_is_private_and_kept(tmp_path: Path) -> None:
     assert load_secret_key(settings) == first and len(first) > 40
 
 
-@pytest.mark.slow  # promotion goes through models.registry, which imports scikit-learn
+@pytest.mark.slow  # promotion loads the model through models.registry: a real one is trained here
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_ops_lead_sees_the_shadow_comparison_and_promotes_with_sign_off(
-    client: TestClient, session_factory: sessionmaker[Session]
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
+    from models import registry
+    from models.training import train_model
+    from tests.models.conftest import OOS, toy_rows
+
+    frame, labels = toy_rows(per_label=8, seed=5)
     with session_factory() as session:
         _, enquiry_id = add_enquiry_with_item(session)  # scored by the active model m-2026-11-01
-        for version, status in (("m-2026-11-01", "active"), ("m-2026-11-20", "shadow")):
-            session.add(
-                ModelVersion(version=version, status=status, artifact_path="x", provenance={}, created_at=NOW)
+        session.add(
+            ModelVersion(
+                version="m-2026-11-01", status="active", artifact_path="x", provenance={}, created_at=NOW
             )
+        )
+        # A registered candidate whose files are gone: the page must refuse to make it act.
+        session.add(
+            ModelVersion(
+                version="m-broken", status="candidate", artifact_path="x", provenance={}, created_at=NOW
+            )
+        )
+        shadow = registry.register_candidate(
+            session,
+            settings.home,
+            train_model(frame, labels, oos_label=OOS, n_jobs=None),
+            trained_by="tester",
+            data_description="toy",
+        )
+        registry.set_shadow(session, shadow, actor="olga", home=settings.home)
         session.flush()
         session.add(
             ShadowPrediction(
                 enquiry_id=enquiry_id,
-                model_version="m-2026-11-20",
+                model_version=shadow,
                 intent="pricing",
                 confidence=0.8,
                 abstained=False,
@@ -288,25 +308,28 @@ def test_ops_lead_sees_the_shadow_comparison_and_promotes_with_sign_off(
         session.commit()
     token = login(client, "sam")
     assert (
-        client.post("/ops/models/promote", data={"csrf_token": token, "version": "m-2026-11-20"}).status_code
-        == 403
+        client.post("/ops/models/promote", data={"csrf_token": token, "version": shadow}).status_code == 403
     )
 
     client.cookies.clear()
     token = login(client, "olga")
     page = re.sub(r"\s+", " ", client.get("/ops/models").text)
     assert '<th scope="row">agreement</th><td>0.0</td>' in page.replace("> <", "><")
-    assert 'name="version" value="m-2026-11-20"' in page
-    unconfirmed = client.post("/ops/models/promote", data={"csrf_token": token, "version": "m-2026-11-20"})
+    assert f'name="version" value="{shadow}"' in page
+    unconfirmed = client.post("/ops/models/promote", data={"csrf_token": token, "version": shadow})
     assert "Tick the box" in unconfirmed.text
+    broken = client.post(
+        "/ops/models/promote", data={"csrf_token": token, "version": "m-broken", "confirm": "yes"}
+    )
+    assert "Not promoted" in broken.text and "missing" in broken.text
     promoted = client.post(
-        "/ops/models/promote", data={"csrf_token": token, "version": "m-2026-11-20", "confirm": "yes"}
+        "/ops/models/promote", data={"csrf_token": token, "version": shadow, "confirm": "yes"}
     )
     assert "signed off by olga" in promoted.text
     with session_factory() as session:
         rows = {row.version: row for row in session.scalars(sa.select(ModelVersion))}
-        assert rows["m-2026-11-20"].status == "active" and rows["m-2026-11-20"].approved_by == "olga"
-        assert rows["m-2026-11-01"].status == "retired"
+        assert rows[shadow].status == "active" and rows[shadow].approved_by == "olga"
+        assert rows["m-2026-11-01"].status == "retired" and rows["m-broken"].status == "candidate"
 
 
 def test_breach_report_for_the_ops_lead_carries_the_kill_switch_banner(
