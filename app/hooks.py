@@ -66,6 +66,7 @@ def _store(request: Request, record: RawRecordIn) -> bool:
             [record],
             source=record.source,
             state={"last_received_at": record.received_at.isoformat()},
+            now=record.received_at,
         )
     return stored == 1
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.base import Source
 from models.errors import FatalError
 from store import raw
+from store.common import Clock, utcnow
 from store.db import transaction
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,15 @@ class IngestSummary:
     read: int = 0
     stored: int = 0
     batches: int = 0
+    error: str | None = None  # why the source could not be read this pass
 
 
 def ingest_source(
-    factory: sessionmaker[Session], source: Source, *, on_batch: Callable[[int], None] | None = None
+    factory: sessionmaker[Session],
+    source: Source,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    clock: Clock = utcnow,
 ) -> IngestSummary:
     """Store every record the source has after its checkpoint; a record seen before is not stored again."""
     check = source.check()
@@ -37,7 +43,9 @@ def ingest_source(
     summary = IngestSummary(source=source.name, channel=source.channel.value)
     for batch in source.read(state):
         with transaction(factory) as session:
-            summary.stored += raw.save_batch(session, batch.records, source=source.name, state=batch.state)
+            summary.stored += raw.save_batch(
+                session, batch.records, source=source.name, state=batch.state, now=clock()
+            )
         summary.read += len(batch.records)
         summary.batches += 1
         after_stored = getattr(source, "after_stored", None)

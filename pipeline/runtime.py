@@ -28,7 +28,7 @@ from pipeline.process import PipelineContext
 from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
 from store import sla_repo
-from store.common import utcnow
+from store.common import Clock, utcnow
 from store.db import make_engine, make_session_factory, upgrade_schema
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class Runtime:
     """Everything a command or flow needs, built lazily from one Settings object."""
 
     settings: Settings = field(default_factory=Settings)
+    # The one clock every decision of this run reads (arrivals, due times, retries, the demo's dates).
+    clock: Clock = utcnow
 
     @cached_property
     def engine(self) -> Engine:
@@ -70,7 +72,7 @@ class Runtime:
             paused = sla_repo.enquiries_with_paused_timers(session, list(latest))
             for enquiry_id in paused:
                 at = latest[enquiry_id]
-                resume(session, enquiry_id, by="customer reply", at=min(at, utcnow()), policies=policies)
+                resume(session, enquiry_id, by="customer reply", at=min(at, self.clock()), policies=policies)
 
         return customer_replied
 
@@ -86,16 +88,17 @@ class Runtime:
             firmographics=bundled_firmographics(),
             model=model,
             shadow=shadow,
-            start_timers=timer_starter(self.sla_policies),
+            start_timers=timer_starter(self.sla_policies, clock=self.clock),
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
             parse_workers=self.settings.parse_workers,
+            clock=self.clock,
         )
 
     def crm_backend(self) -> CrmBackend:
         from connectors.crm.factory import make_crm_backend
 
-        return make_crm_backend(self.settings, self.factory)
+        return make_crm_backend(self.settings, self.factory, clock=self.clock)
 
     def configured_sources(self) -> list[Source]:
         """Every source `triage run` reads: the configured IMAP mailboxes (web hooks store directly)."""

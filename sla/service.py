@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from sla.calendar import add_business_minutes, business_minutes_between
 from sla.policies import TIMER_KINDS, Policy, SlaPolicies, match_policy, tier_time
 from store import sla_repo
+from store.common import Clock, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +85,13 @@ def start_timers(
     return sla_repo.due_times(session, timed, kind="first_response")
 
 
-def timer_starter(policies: SlaPolicies) -> Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]:
-    """`start_timers` bound to these policies, stamped with the time of each call (the pipeline's hook)."""
+def timer_starter(
+    policies: SlaPolicies, *, clock: Clock = utcnow
+) -> Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]:
+    """`start_timers` bound to these policies, stamped by `clock` at each call (the pipeline's hook)."""
 
     def start(session: Session, items: Sequence[TimerStart]) -> dict[str, datetime]:
-        return start_timers(session, items, policies, now=datetime.now(UTC))
+        return start_timers(session, items, policies, now=clock())
 
     return start
 

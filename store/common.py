@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -12,9 +12,12 @@ from sqlalchemy.orm import Session
 
 from store.tables import Base
 
+# Whatever reads the time to decide something takes one of these, so tests (and the demo) can set it.
+Clock = Callable[[], datetime]
+
 
 def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
+    """The current time, aware, in UTC: the default `Clock`."""
     return datetime.now(UTC)
 
 

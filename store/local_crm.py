@@ -11,15 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store.common import insert_ignore, utcnow
+from store.common import insert_ignore
 from store.tables import CrmOutbox, LocalLead, LocalTask
 
 
-def upsert_leads(session: Session, leads: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, str]:
+def upsert_leads(
+    session: Session, leads: Sequence[tuple[str, dict[str, Any]]], *, now: datetime
+) -> dict[str, str]:
     """Create or update leads by external id in one statement; returns external id → local lead id."""
     if not leads:
         return {}
-    now = utcnow()
     # One row per external id (the last write wins): PostgreSQL refuses to update a row twice in one upsert.
     latest = {external_id: fields for external_id, fields in leads}
     rows = [
@@ -39,9 +40,10 @@ def upsert_leads(session: Session, leads: Sequence[tuple[str, dict[str, Any]]]) 
     return {external_id: f"L{lead_id}" for external_id, lead_id in returned}
 
 
-def create_tasks(session: Session, tasks: Sequence[tuple[str, str, dict[str, Any]]]) -> dict[str, str]:
+def create_tasks(
+    session: Session, tasks: Sequence[tuple[str, str, dict[str, Any]]], *, now: datetime
+) -> dict[str, str]:
     """Create tasks whose lead exists, once per idempotency key; returns key → local task id."""
-    now = utcnow()
     lead_ids = {lead for _, lead, _ in tasks}
     known = set(session.scalars(sa.select(LocalLead.external_id).where(LocalLead.external_id.in_(lead_ids))))
     rows = [

@@ -10,13 +10,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from store.common import for_update_skip_locked, insert_ignore, update_by_id, utcnow
+from store.common import for_update_skip_locked, insert_ignore, update_by_id
 from store.tables import CrmOutbox, Enquiry
 
 
-def enqueue(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Add writes (idempotency_key, enquiry_id, operation, payload); a key already queued is ignored."""
-    now = utcnow()
+def enqueue(session: Session, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
+    """Add writes (idempotency_key, enquiry_id, operation, payload), due at `now` (the caller's clock,
+    which the drain's clock must reach); a key already queued is ignored."""
     prepared = [
         {"status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now, **row} for row in rows
     ]

@@ -8,9 +8,12 @@ from config.settings import Settings
 from connectors.crm.base import CrmBackend
 from connectors.crm.local import LocalCrm
 from connectors.crm.mapping import default_mapping_path, load_mapping
+from store.common import Clock, utcnow
 
 
-def make_crm_backend(settings: Settings, factory: sessionmaker[Session]) -> CrmBackend:
+def make_crm_backend(
+    settings: Settings, factory: sessionmaker[Session], *, clock: Clock = utcnow
+) -> CrmBackend:
     """The local backend over `factory`, or Salesforce with the mapping from the policy directory."""
     if settings.crm.backend == "salesforce":
         # Imported here so the local default never pays for simple-salesforce's imports.
@@ -18,4 +21,4 @@ def make_crm_backend(settings: Settings, factory: sessionmaker[Session]) -> CrmB
 
         mapping = load_mapping(default_mapping_path(settings.policy_dir))
         return SalesforceCrm(settings.salesforce, settings.crm, mapping)
-    return LocalCrm(factory)
+    return LocalCrm(factory, clock=clock)

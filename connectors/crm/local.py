@@ -12,6 +12,7 @@ from connectors.base import CheckResult
 from connectors.crm.base import LeadWrite, TaskWrite, WriteResult
 from models.errors import RetriableError
 from store import local_crm
+from store.common import Clock, utcnow
 
 
 class LocalCrm:
@@ -19,8 +20,9 @@ class LocalCrm:
 
     name = "local"
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(self, factory: sessionmaker[Session], *, clock: Clock = utcnow) -> None:
         self._factory = factory
+        self._clock = clock
 
     def check(self) -> CheckResult:
         try:
@@ -33,7 +35,9 @@ class LocalCrm:
     def upsert_leads(self, leads: Sequence[LeadWrite]) -> list[WriteResult]:
         try:
             with self._factory() as session, session.begin():
-                ids = local_crm.upsert_leads(session, [(lead.external_id, lead.fields) for lead in leads])
+                ids = local_crm.upsert_leads(
+                    session, [(lead.external_id, lead.fields) for lead in leads], now=self._clock()
+                )
         except SQLAlchemyError as error:
             raise RetriableError(_short(error)) from error
         return [WriteResult(lead.idempotency_key, True, crm_id=ids[lead.external_id]) for lead in leads]
@@ -42,7 +46,9 @@ class LocalCrm:
         try:
             with self._factory() as session, session.begin():
                 ids = local_crm.create_tasks(
-                    session, [(task.idempotency_key, task.lead_external_id, task.fields) for task in tasks]
+                    session,
+                    [(task.idempotency_key, task.lead_external_id, task.fields) for task in tasks],
+                    now=self._clock(),
                 )
         except SQLAlchemyError as error:
             raise RetriableError(_short(error)) from error

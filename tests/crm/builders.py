@@ -132,7 +132,7 @@ def fill_outbox(
                 }
                 for eid in ids
             ]
-        outbox.enqueue(session, rows)
+        outbox.enqueue(session, rows, now=T0)  # the test clocks start at T0
     return ids
 
 

@@ -14,8 +14,8 @@ from store.tables import CrmOutbox, LocalLead, LocalTask
 from .builders import StepClock, fill_outbox, insert_enquiries, lead_payload
 
 
-def test_upsert_creates_once_then_updates(session_factory: sessionmaker[Session]) -> None:
-    crm = LocalCrm(session_factory)
+def test_upsert_creates_once_then_updates(session_factory: sessionmaker[Session], clock: StepClock) -> None:
+    crm = LocalCrm(session_factory, clock=clock)
     first = crm.upsert_leads([LeadWrite("lead:a", "a", {"email": "a@x.com"}), LeadWrite("lead:b", "b", {})])
     again = crm.upsert_leads(
         [LeadWrite("lead:a", "a", {"email": "new@x.com"}), LeadWrite("lead:a", "a", {"email": "last@x.com"})]
@@ -28,8 +28,10 @@ def test_upsert_creates_once_then_updates(session_factory: sessionmaker[Session]
         assert lead.fields == {"email": "last@x.com"}  # the last write of a batch wins
 
 
-def test_tasks_are_created_once_and_need_their_lead(session_factory: sessionmaker[Session]) -> None:
-    crm = LocalCrm(session_factory)
+def test_tasks_are_created_once_and_need_their_lead(
+    session_factory: sessionmaker[Session], clock: StepClock
+) -> None:
+    crm = LocalCrm(session_factory, clock=clock)
     crm.upsert_leads([LeadWrite("lead:a", "a", {})])
     tasks = [TaskWrite("task:a", "a", {"subject": "Call"}), TaskWrite("task:z", "z", {"subject": "Call"})]
     first, second = crm.create_tasks(tasks), crm.create_tasks(tasks)
@@ -45,7 +47,7 @@ def test_drain_sends_leads_and_tasks_once_and_a_rerun_sends_nothing(
 ) -> None:
     # Leads and tasks in one batch: on SQLite this once held the write lock across the task write (30 s).
     fill_outbox(session_factory, 30, with_tasks=True)
-    crm = LocalCrm(session_factory)
+    crm = LocalCrm(session_factory, clock=clock)
     summary = drain_outbox(session_factory, crm, batch_size=100, clock=clock)
     assert (summary.sent, summary.retried, summary.failed, summary.stopped_by) == (60, 0, 0, None)
     with session_factory() as session:
@@ -63,7 +65,7 @@ def test_drain_sends_leads_and_tasks_once_and_a_rerun_sends_nothing(
         again = [
             {"idempotency_key": f"lead:{eid}", "enquiry_id": eid, "operation": "upsert_lead", "payload": {}}
         ]
-        assert outbox.enqueue(session, again) == 0
+        assert outbox.enqueue(session, again, now=clock()) == 0
 
 
 def test_a_task_waits_for_its_lead_without_spending_attempts(
@@ -81,8 +83,9 @@ def test_a_task_waits_for_its_lead_without_spending_attempts(
                     "payload": {"subject": "Call"},
                 }
             ],
+            now=clock(),
         )
-    crm = LocalCrm(session_factory)
+    crm = LocalCrm(session_factory, clock=clock)
     drain_outbox(session_factory, crm, clock=clock, backoff_seconds=10)
     with session_factory() as session:
         task = session.scalars(sa.select(CrmOutbox)).one()
@@ -98,6 +101,7 @@ def test_a_task_waits_for_its_lead_without_spending_attempts(
                     "payload": lead_payload(eid, 0),
                 }
             ],
+            now=clock(),
         )
     clock.advance(seconds=11)
     summary = drain_outbox(session_factory, crm, clock=clock)
@@ -117,7 +121,7 @@ def test_a_drain_that_dies_before_commit_leaves_crm_and_outbox_as_they_were(
     with session_factory() as session:
         assert outbox.counts_by_status(session) == {"pending": 10}
         assert local_crm.count_leads(session) == 0
-    assert drain_outbox(session_factory, LocalCrm(session_factory), clock=clock).sent == 10
+    assert drain_outbox(session_factory, LocalCrm(session_factory, clock=clock), clock=clock).sent == 10
 
 
 def test_the_newest_write_of_a_lead_wins_within_a_batch(
@@ -126,8 +130,10 @@ def test_the_newest_write_of_a_lead_wins_within_a_batch(
     (eid,) = fill_outbox(session_factory, 1)
     with session_factory() as session, session.begin():
         update = {"idempotency_key": f"lead-update:{eid}", "enquiry_id": eid, "operation": "upsert_lead"}
-        outbox.enqueue(session, [{**update, "payload": lead_payload(eid, 0, company="Renamed Ltd")}])
-    summary = drain_outbox(session_factory, LocalCrm(session_factory), clock=clock)
+        outbox.enqueue(
+            session, [{**update, "payload": lead_payload(eid, 0, company="Renamed Ltd")}], now=clock()
+        )
+    summary = drain_outbox(session_factory, LocalCrm(session_factory, clock=clock), clock=clock)
     assert summary.sent_by_operation == {"upsert_lead": 2}
     with session_factory() as session:
         lead = session.scalars(sa.select(LocalLead)).one()

@@ -31,7 +31,7 @@ from store import outbox
 from store.tables import CrmOutbox
 from tests.support.salesforce_double import FieldErrorRule, SalesforceDouble
 
-from .builders import StepClock, fill_outbox
+from .builders import T0, StepClock, fill_outbox
 
 
 def make_crm(
@@ -156,7 +156,7 @@ def test_500_leads_with_an_outage_in_the_middle_end_exactly_once(
             }
             for row in session.scalars(sa.select(CrmOutbox).limit(5))
         ]
-        assert outbox.enqueue(session, rows) == 0
+        assert outbox.enqueue(session, rows, now=T0) == 0
 
 
 def test_a_timeout_after_salesforce_wrote_updates_instead_of_duplicating(

@@ -310,7 +310,7 @@ def test_two_workers_open_one_enquiry_for_a_mail_two_mailboxes_stored(pg_url: st
                 for key, payload in mails
             ]
             with transaction(runtime.factory) as session:
-                raw.save_batch(session, records, source=source, state={})
+                raw.save_batch(session, records, source=source, state={}, now=T0)
     try:
         results = run_two(_process_worker, pg_url, home, ((), ()))
         assert sum(result["processed"] for result in results) == 2 * groups * BATCH

@@ -74,7 +74,7 @@ def store(
         for i, p in enumerate(payloads)
     ]
     with transaction(factory) as session:
-        raw.save_batch(session, records, source=source, state={"n": len(records)})
+        raw.save_batch(session, records, source=source, state={"n": len(records)}, now=T0)
 
 
 class ShadowKeywordModel(KeywordModel):
