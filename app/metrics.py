@@ -3,13 +3,23 @@
 Every figure is read from the tables, so any number of workers and web processes report the same
 truth without a shared metrics store. Drift is the population stability index (PSI) of the active
 model's predicted classes and confidence over the last week against its training-time reference.
+
+A scrape never fails because one figure cannot be computed: each group of metrics is its own
+collector, and one that raises is left out of that scrape, counted in
+`triage_metrics_collector_errors_total{collector=...}` and logged with its traceback (at most once a
+minute per collector), while the others are served. Prometheus keeps seeing the service as up.
 """
 
 from __future__ import annotations
 
+import bisect
+import logging
 import math
-from collections.abc import Iterator, Sequence
-from datetime import timedelta
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,18 +28,22 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import observability
-from store.common import utcnow
+from store import observability, source_status
+from store.common import Clock, utcnow
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["metrics"])
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 DRIFT_WINDOW = timedelta(days=7)
 PSI_ALERT = 0.2  # the usual rule of thumb: above 0.2 the population has shifted materially
 EPSILON = 1e-4
+ERROR_LOG_INTERVAL_SECONDS = 60.0
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
     """Population stability index of two distributions over the same bins (each summing to 1)."""
+    if len(expected) != len(actual):
+        raise ValueError(f"PSI needs the same bins on both sides: {len(expected)} and {len(actual)}")
     total = 0.0
     for e, a in zip(expected, actual, strict=True):
         e, a = max(e, EPSILON), max(a, EPSILON)
@@ -42,158 +56,286 @@ def shares(counts: Sequence[float]) -> list[float]:
     return [c / total for c in counts] if total else [0.0 for _ in counts]
 
 
-def histogram_shares(values: Sequence[float], edges: Sequence[float]) -> list[float]:
-    """Share of values per bin, bins closed on the right: (edges[i-1], edges[i]]."""
-    counts = [0] * len(edges)
+def histogram_counts(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    """Counts per bin with numpy's rule, the one the training reference was made with: `len(edges) - 1`
+    bins, each [edges[i], edges[i+1]) and the last closed; values outside the edges are left out."""
+    bins = len(edges) - 1
+    counts = [0] * max(bins, 0)
+    if bins <= 0:
+        return counts
+    low, high = edges[0], edges[-1]
     for value in values:
-        for index, edge in enumerate(edges):
-            if value <= edge or index == len(edges) - 1:
-                counts[index] += 1
-                break
-    return shares(counts)
+        if value < low or value > high:
+            continue
+        index = min(bisect.bisect_right(edges, value) - 1, bins - 1)
+        counts[index] += 1
+    return counts
 
 
-class DatabaseCollector(Collector):
-    """Collects every product metric from the database on each scrape."""
-
-    def __init__(self, factory: sessionmaker[Session]) -> None:
-        self._factory = factory
-
-    def collect(self) -> Iterator[Metric]:
-        with self._factory() as session:
-            yield from self._volumes(session)
-            yield from self._confidence_and_drift(session)
-            yield from self._stages(session)
-
-    def _volumes(self, session: Session) -> Iterator[Metric]:
-        ingested = CounterMetricFamily(
-            "triage_records_ingested",
-            "Raw records stored, by channel and outcome.",
-            labels=["channel", "outcome"],
-        )
-        for channel, status, count in observability.raw_by_channel_status(session):
-            ingested.add_metric([channel, status], count)
-        yield ingested
-        lanes = CounterMetricFamily("triage_decisions", "Enquiries decided, by lane.", labels=["lane"])
-        for lane, count in observability.enquiries_by_lane(session):
-            lanes.add_metric([lane], count)
-        yield lanes
-        backlog = GaugeMetricFamily(
-            "triage_review_backlog", "Review items not done, by queue and status.", labels=["queue", "status"]
-        )
-        for queue, status, count in observability.review_backlog(session):
-            backlog.add_metric([queue, status], count)
-        yield backlog
-        timers = GaugeMetricFamily(
-            "triage_sla_timers",
-            "SLA timers by kind and status (breached included).",
-            labels=["kind", "status"],
-        )
-        breaches = CounterMetricFamily(
-            "triage_sla_breaches", "SLA timers that breached, by kind.", labels=["kind"]
-        )
-        breached: dict[str, int] = {}
-        for kind, status, count in observability.sla_by_status(session):
-            timers.add_metric([kind, status], count)
-            if status == "breached":
-                breached[kind] = breached.get(kind, 0) + count
-        for kind, count in breached.items():
-            breaches.add_metric([kind], count)
-        yield timers
-        yield breaches
-        crm = GaugeMetricFamily(
-            "triage_crm_outbox", "CRM writes by operation and status.", labels=["operation", "status"]
-        )
-        for operation, status, count in observability.outbox_by_status(session):
-            crm.add_metric([operation, status], count)
-        yield crm
-        yield GaugeMetricFamily(
-            "triage_quarantine_open",
-            "Quarantined records not yet replayed.",
-            value=observability.open_quarantine(session),
-        )
-
-    def _confidence_and_drift(self, session: Session) -> Iterator[Metric]:
-        values = observability.confidences(session)
-        buckets: list[tuple[str, float]] = []
-        for edge in CONFIDENCE_BUCKETS:
-            buckets.append((str(edge), float(sum(1 for v in values if v <= edge))))
-        buckets.append(("+Inf", float(len(values))))
-        histogram = HistogramMetricFamily(
-            "triage_model_confidence", "Calibrated confidence of the model's decisions."
-        )
-        histogram.add_metric([], buckets=buckets, sum_value=float(sum(values)))
-        yield histogram
-
-        drift = GaugeMetricFamily(
-            "triage_drift_psi",
-            "Population stability index against the training reference.",
-            labels=["kind", "model_version"],
-        )
-        alert = GaugeMetricFamily(
-            "triage_drift_alert", f"1 when PSI is above {PSI_ALERT}.", labels=["kind", "model_version"]
-        )
-        for kind, model_version, value in drift_figures(session):
-            drift.add_metric([kind, model_version], value)
-            alert.add_metric([kind, model_version], 1.0 if value > PSI_ALERT else 0.0)
-        yield drift
-        yield alert
-
-    def _stages(self, session: Session) -> Iterator[Metric]:
-        totals, enquiries = observability.stage_seconds(session)
-        seconds = CounterMetricFamily(
-            "triage_stage_seconds", "Processing seconds spent per pipeline stage.", labels=["stage"]
-        )
-        per_enquiry = GaugeMetricFamily(
-            "triage_stage_seconds_per_enquiry",
-            "Average processing seconds per enquiry and stage (the cost of an enquiry).",
-            labels=["stage"],
-        )
-        for stage, value in sorted(totals.items()):
-            seconds.add_metric([stage], value)
-            per_enquiry.add_metric([stage], value / enquiries if enquiries else 0.0)
-        yield seconds
-        yield per_enquiry
+def class_psi(reference: dict[str, float], live: dict[str, int]) -> float:
+    """PSI of predicted classes over the union of both sides' labels: a class the reference never
+    predicted (a new intent, `other`) counts as its own bin instead of being dropped."""
+    labels = sorted(set(reference) | set(live))
+    return psi([float(reference.get(k, 0.0)) for k in labels], shares([live.get(k, 0) for k in labels]))
 
 
-def drift_figures(session: Session) -> list[tuple[str, str, float]]:
-    """PSI of predicted classes and of confidence for the active model, when it stored a reference."""
-    from models.registry import active_version, list_versions
+def confidence_psi(reference: dict[str, Any], values: Sequence[float]) -> float | None:
+    """PSI of confidence against the reference histogram, binned on the reference's own edges; None when
+    the reference cannot be read (a model registered with another layout)."""
+    edges = [float(edge) for edge in reference.get("edges") or []]
+    counts = [float(count) for count in reference.get("counts") or []]
+    if len(edges) < 2 or len(counts) != len(edges) - 1:
+        return None
+    return psi(shares(counts), shares(histogram_counts(values, edges)))
 
-    version = active_version(session)
-    if version is None:
+
+def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, float]]:
+    """PSI of predicted classes and of confidence for the active model over the last week.
+
+    Nothing for a model registered before drift references existed, and nothing for a window without
+    traffic (a PSI of no data is not a number anyone should act on).
+    """
+    from store import model_registry  # the rows only: importing models.registry loads scikit-learn
+
+    row = model_registry.version_with_status(session, "active")
+    if row is None:
         return []
-    provenance: dict[str, Any] = next(
-        (v.provenance for v in list_versions(session) if v.version == version), {}
-    )
-    reference = provenance.get("reference") or {}
-    since = utcnow() - DRIFT_WINDOW
+    reference = (row.provenance or {}).get("reference") or {}
+    since = now - DRIFT_WINDOW
     figures: list[tuple[str, str, float]] = []
     label_shares = reference.get("label_shares")
     if label_shares:
-        counts = observability.predicted_intents(session, since=since, model_version=version)
+        counts = observability.predicted_intents(session, since=since, model_version=row.version)
         if counts:
-            labels = sorted(label_shares)
-            figures.append(
-                (
-                    "predicted_class",
-                    version,
-                    psi([label_shares[k] for k in labels], shares([counts.get(k, 0) for k in labels])),
-                )
-            )
-    confidence = reference.get("confidence_histogram")
-    if confidence:
-        values = observability.confidences(session, since=since, model_version=version)
-        if values:
-            edges = confidence["edges"]
-            figures.append(
-                ("confidence", version, psi(shares(confidence["counts"]), histogram_shares(values, edges)))
-            )
+            figures.append(("predicted_class", row.version, class_psi(label_shares, counts)))
+    histogram = reference.get("confidence_histogram")
+    if histogram:
+        values = observability.confidences(session, since=since, model_version=row.version)
+        value = confidence_psi(histogram, values) if values else None
+        if value is not None:
+            figures.append(("confidence", row.version, value))
     return figures
+
+
+# --- the collectors: each a function of (session, now) to its metrics -------------------------------
+
+MetricsFn = Callable[[Session, datetime], list[Metric]]
+
+
+def volume_metrics(session: Session, _now: datetime) -> list[Metric]:
+    ingested = CounterMetricFamily(
+        "triage_records_ingested",
+        "Raw records stored, by channel and outcome.",
+        labels=["channel", "outcome"],
+    )
+    for channel, status, count in observability.raw_by_channel_status(session):
+        ingested.add_metric([channel, status], count)
+    lanes = CounterMetricFamily("triage_decisions", "Enquiries decided, by lane.", labels=["lane"])
+    for lane, count in observability.enquiries_by_lane(session):
+        lanes.add_metric([lane], count)
+    quarantine = GaugeMetricFamily(
+        "triage_quarantine_open",
+        "Quarantined records not yet replayed.",
+        value=observability.open_quarantine(session),
+    )
+    return [ingested, lanes, quarantine]
+
+
+def review_metrics(session: Session, _now: datetime) -> list[Metric]:
+    backlog = GaugeMetricFamily(
+        "triage_review_backlog", "Review items not done, by queue and status.", labels=["queue", "status"]
+    )
+    for queue, status, count in observability.review_backlog(session):
+        backlog.add_metric([queue, status], count)
+    return [backlog]
+
+
+def sla_metrics(session: Session, _now: datetime) -> list[Metric]:
+    timers = GaugeMetricFamily(
+        "triage_sla_timers", "SLA timers by kind and status (breached included).", labels=["kind", "status"]
+    )
+    breaches = CounterMetricFamily(
+        "triage_sla_breaches", "SLA timers that breached, by kind.", labels=["kind"]
+    )
+    breached: Counter[str] = Counter()
+    for kind, status, count in observability.sla_by_status(session):
+        timers.add_metric([kind, status], count)
+        if status == "breached":
+            breached[kind] += count
+    for kind, count in sorted(breached.items()):
+        breaches.add_metric([kind], count)
+    return [timers, breaches]
+
+
+def crm_metrics(session: Session, _now: datetime) -> list[Metric]:
+    crm = GaugeMetricFamily(
+        "triage_crm_outbox", "CRM writes by operation and status.", labels=["operation", "status"]
+    )
+    for operation, status, count in observability.outbox_by_status(session):
+        crm.add_metric([operation, status], count)
+    return [crm]
+
+
+def confidence_metrics(session: Session, _now: datetime) -> list[Metric]:
+    values = observability.confidences(session)
+    buckets = [(str(edge), float(sum(1 for v in values if v <= edge))) for edge in CONFIDENCE_BUCKETS]
+    buckets.append(("+Inf", float(len(values))))
+    histogram = HistogramMetricFamily(
+        "triage_model_confidence", "Calibrated confidence of the model's decisions."
+    )
+    histogram.add_metric([], buckets=buckets, sum_value=float(sum(values)))
+    return [histogram]
+
+
+def drift_metrics(session: Session, now: datetime) -> list[Metric]:
+    drift = GaugeMetricFamily(
+        "triage_drift_psi",
+        "Population stability index against the training reference.",
+        labels=["kind", "model_version"],
+    )
+    alert = GaugeMetricFamily(
+        "triage_drift_alert", f"1 when PSI is above {PSI_ALERT}.", labels=["kind", "model_version"]
+    )
+    for kind, model_version, value in drift_figures(session, now=now):
+        drift.add_metric([kind, model_version], value)
+        alert.add_metric([kind, model_version], 1.0 if value > PSI_ALERT else 0.0)
+    return [drift, alert]
+
+
+def stage_metrics(session: Session, _now: datetime) -> list[Metric]:
+    totals, enquiries = observability.stage_seconds(session)
+    seconds = CounterMetricFamily(
+        "triage_stage_seconds", "Processing seconds spent per pipeline stage.", labels=["stage"]
+    )
+    per_enquiry = GaugeMetricFamily(
+        "triage_stage_seconds_per_enquiry",
+        "Average processing seconds per enquiry and stage (the cost of an enquiry).",
+        labels=["stage"],
+    )
+    for stage, value in sorted(totals.items()):
+        seconds.add_metric([stage], value)
+        per_enquiry.add_metric([stage], value / enquiries if enquiries else 0.0)
+    return [seconds, per_enquiry]
+
+
+def source_metrics(session: Session, _now: datetime) -> list[Metric]:
+    errors = CounterMetricFamily(
+        "triage_source_errors", "Failed attempts to read each configured source.", labels=["source"]
+    )
+    failing = GaugeMetricFamily(
+        "triage_source_consecutive_errors",
+        "Failed attempts to read a source since its last success (0: the last read worked).",
+        labels=["source"],
+    )
+    last_success = GaugeMetricFamily(
+        "triage_source_last_success_timestamp_seconds",
+        "When each source was last read without error (Unix time).",
+        labels=["source"],
+    )
+    last_attempt = GaugeMetricFamily(
+        "triage_source_last_attempt_timestamp_seconds",
+        "When each source was last attempted (Unix time).",
+        labels=["source"],
+    )
+    for row in source_status.all_statuses(session):
+        errors.add_metric([row.source], row.errors_total)
+        failing.add_metric([row.source], row.consecutive_errors)
+        last_attempt.add_metric([row.source], row.last_attempt_at.timestamp())
+        if row.last_success_at is not None:
+            last_success.add_metric([row.source], row.last_success_at.timestamp())
+    return [errors, failing, last_success, last_attempt]
+
+
+COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
+    ("volumes", volume_metrics),
+    ("review", review_metrics),
+    ("sla", sla_metrics),
+    ("crm", crm_metrics),
+    ("confidence", confidence_metrics),
+    ("drift", drift_metrics),
+    ("stages", stage_metrics),
+    ("sources", source_metrics),
+)
+
+
+class CollectorHealth:
+    """Failures per collector since the process started, and when each was last logged."""
+
+    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._monotonic = monotonic
+        self.errors: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}
+
+    def failed(self, name: str) -> None:
+        """Count a failure; log it with its traceback unless this collector was logged under a minute ago."""
+        with self._lock:
+            self.errors[name] += 1
+            now = self._monotonic()
+            last = self._last_logged.get(name)
+            if last is not None and now - last < ERROR_LOG_INTERVAL_SECONDS:
+                return
+            self._last_logged[name] = now
+            count = self.errors[name]
+        log.exception(
+            "metrics collector %r failed (%d failures so far); left out of this scrape", name, count
+        )
+
+    def metric(self, names: Sequence[str]) -> Metric:
+        family = CounterMetricFamily(
+            "triage_metrics_collector_errors",
+            "Scrapes in which a group of metrics could not be computed and was left out.",
+            labels=["collector"],
+        )
+        with self._lock:
+            for name in names:
+                family.add_metric([name], self.errors[name])
+        return family
+
+
+class DatabaseCollector(Collector):
+    """Every product metric, from the database, one guarded collector at a time."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        clock: Clock = utcnow,
+        health: CollectorHealth | None = None,
+        collectors: Sequence[tuple[str, MetricsFn]] = COLLECTORS,
+    ) -> None:
+        self._factory = factory
+        self._clock = clock
+        self._health = health or CollectorHealth()
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        for name, collect in self._collectors:
+            try:
+                # A fresh session each: a failed query must not poison the others' transaction.
+                with self._factory() as session:
+                    metrics = collect(session, now)  # whole, before anything of it is served
+            except Exception:
+                self._health.failed(name)
+                continue
+            yield from metrics
+        yield self._health.metric([name for name, _ in self._collectors])
+
+
+def collector_health(request: Request) -> CollectorHealth:
+    """The app's failure counts (kept for the life of the process, across scrapes)."""
+    health: CollectorHealth | None = getattr(request.app.state, "metrics_health", None)
+    if health is None:
+        health = request.app.state.metrics_health = CollectorHealth()
+    return health
 
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(request.app.state.session_factory))
+    clock: Clock = getattr(request.app.state, "clock", utcnow)
+    registry.register(
+        DatabaseCollector(request.app.state.session_factory, clock=clock, health=collector_health(request))
+    )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
 from review import web as review_web
+from store.common import Clock, utcnow
 from store.db import make_engine, make_session_factory
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,11 @@ def refresh_sqlite_statistics(engine: sa.Engine) -> None:
         logger.warning("could not refresh SQLite statistics: %s", error)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> FastAPI:
     """Assemble the app: review pages and static files, the hooks and metrics routers, `/healthz`.
 
-    The schema must already be migrated (`triage db upgrade`); the app never changes it.
+    The schema must already be migrated (`triage db upgrade`); the app never changes it. `clock` is
+    what the app's time-dependent figures read (tests set it).
     """
     settings = settings or Settings()
     if settings.database_url is None:
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.clock = clock
 
     review_web.install(app, settings)
     for module_name in OPTIONAL_ROUTERS:
