@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Failed
 from prefect.tasks import Task
 
 from config.settings import Settings
@@ -54,12 +55,13 @@ def sync_crm_task() -> dict[str, Any]:
 
 
 @flow(name="intake", log_prints=False)
-def intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
+def intake_flow(sources: list[str] | None = None) -> dict[str, Any] | State[Any]:
     """One pass: sources (all configured, or those named) → raw records → enquiries → CRM.
 
     Processing takes every pending record, whichever source or web hook stored it; row locks let
     several deployments (one per mailbox) run this at once on PostgreSQL. Returns the same summary
-    as `triage run --direct`, and records it for `triage status` and /metrics.
+    as `triage run --direct`, and records it for `triage status` and /metrics. A source that could not
+    be read makes the run fail (after everything else was done), naming the source.
     """
     ingests = read_sources_task(sources)
     processed = process_task()
@@ -81,4 +83,9 @@ def intake_flow(sources: list[str] | None = None) -> dict[str, Any]:
         crm,
     )
     jobs.record_flow_run(runtime, "intake", summary)
+    get_run_logger().info(jobs.summary_line(summary))
+    failure = jobs.source_failure(summary)
+    if failure is not None:
+        # A Failed final state (what the UI, `flows serve` and alerts see) that still carries the summary.
+        return Failed(message=failure, data=summary)
     return summary

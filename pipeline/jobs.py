@@ -18,19 +18,12 @@ from pipeline.intake import IngestSummary, ingest_source
 from pipeline.process import ProcessSummary, process_pending
 from pipeline.runtime import Runtime, file_source
 from store import enquiries as enquiry_store
-from store import model_registry, outbox
+from store import model_registry, outbox, source_status
 from store import raw as raw_store
 from store.db import transaction
 from store.tables import FlowRun
 
 log = logging.getLogger(__name__)
-DEMO_DATA = Path(__file__).resolve().parents[1] / "app" / "demo_data"
-DEMO_FILES: tuple[tuple[str, Channel], ...] = (
-    ("emails.mbox", Channel.EMAIL),
-    ("forms.jsonl", Channel.FORM),
-    ("forms.csv", Channel.FORM),
-    ("chats.json", Channel.CHAT),
-)
 
 Progress = Callable[[int], None]
 
@@ -39,11 +32,15 @@ def import_path(
     runtime: Runtime, path: Path, channel: Channel, *, on_batch: Progress | None = None
 ) -> IngestSummary:
     """Store the records of a file or folder as raw records (processing happens in `run`)."""
-    return ingest_source(runtime.factory, file_source(path, channel), on_batch=on_batch)
+    return ingest_source(runtime.factory, file_source(path, channel), on_batch=on_batch, clock=runtime.clock)
 
 
 def read_configured_sources(runtime: Runtime, names: list[str] | None = None) -> list[IngestSummary]:
-    """One pass over the configured sources (all, or those named); one failing does not stop the others."""
+    """One pass over the configured sources (all, or those named); one failing does not stop the others.
+
+    Every attempt is recorded (`store.source_status`): a source that fails keeps its error for
+    `triage status` and /metrics, and the summary names it so the run as a whole can fail.
+    """
     summaries = []
     sources = runtime.configured_sources()
     unknown = set(names or ()) - {source.name for source in sources}
@@ -52,12 +49,37 @@ def read_configured_sources(runtime: Runtime, names: list[str] | None = None) ->
     for source in sources:
         if names is not None and source.name not in names:
             continue
+        channel = source.channel.value
         try:
-            summaries.append(ingest_source(runtime.factory, source))
-        except TriageError as error:
-            log.error("%s: %s", source.name, error)
-            summaries.append(IngestSummary(source=source.name, channel=source.channel.value))
+            summary = ingest_source(runtime.factory, source, clock=runtime.clock)
+        except Exception as error:  # any failure of one source must not stop the others
+            message = str(error) if isinstance(error, TriageError) else f"{error.__class__.__name__}: {error}"
+            log.error(
+                "source %s could not be read: %s",
+                source.name,
+                message,
+                exc_info=not isinstance(error, TriageError),
+            )
+            summary = IngestSummary(source=source.name, channel=channel, error=message)
+        with transaction(runtime.factory) as session:
+            source_status.record_attempt(
+                session,
+                source=source.name,
+                channel=channel,
+                now=runtime.clock(),
+                stored=summary.stored,
+                error=summary.error,
+            )
+        summaries.append(summary)
     return summaries
+
+
+def source_failure(summary: dict[str, Any]) -> str | None:
+    """Why the run as a whole failed (after it processed what it could): the sources it could not read."""
+    errors: dict[str, str] = summary.get("source_errors") or {}
+    if not errors:
+        return None
+    return "; ".join(f"source {source} could not be read: {error}" for source, error in errors.items())
 
 
 def process(runtime: Runtime, *, on_batch: Progress | None = None) -> ProcessSummary:
@@ -78,6 +100,7 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
             batch_size=crm.batch_size,
             max_attempts=crm.max_attempts,
             backoff_seconds=crm.backoff_seconds,
+            clock=runtime.clock,
         )
     except FatalError as error:
         log.error("CRM writes wait in the outbox: %s (run `triage crm check`)", error)
@@ -120,8 +143,26 @@ def run_summary(
         "sla_timers": processed.timers_started,
         "audit_rows": processed.audit_rows,
         "model_version": model_version,
+        "source_errors": {item.source: item.error for item in ingests if item.error},
         "stage_seconds": {stage: round(seconds, 4) for stage, seconds in processed.stage_seconds.items()},
     }
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line for the log of each run: what it read, made and sent, and what failed."""
+    ingested = sum(summary["ingested"].values())
+    line = (
+        f"intake: read {ingested} new records, processed {summary['processed']}: "
+        f"{summary['enquiries']} enquiries ({summary['automated']} automated, "
+        f"{summary['review']} to review), "
+        f"{summary['duplicates']} duplicates, {summary['threaded']} threaded, {summary['skipped']} skipped, "
+        f"{summary['quarantined']} quarantined; CRM {summary['crm_written']} leads sent, "
+        f"{summary['crm_retrying']} retrying, {summary['crm_failed']} failed"
+    )
+    errors = summary.get("source_errors") or {}
+    if errors:
+        line += "; FAILED sources: " + ", ".join(sorted(errors))
+    return line
 
 
 def workspace_summary(runtime: Runtime) -> dict[str, Any]:
@@ -155,6 +196,7 @@ def workspace_summary(runtime: Runtime) -> dict[str, Any]:
         "crm_failed": crm.get(("upsert_lead", "failed"), 0),
         "sla_timers": totals["sla_timers"],
         "audit_rows": totals["audit_rows"],
+        "people_actions": totals["people_actions"],
         "model_version": model_version,
     }
     # Every raw record ends in exactly one outcome; every enquiry in exactly one lane.
@@ -224,8 +266,6 @@ def ensure_starter_model(runtime: Runtime) -> str:
 
 def record_flow_run(runtime: Runtime, name: str, summary: dict[str, Any]) -> None:
     """Keep the last runs for `triage status` and the metrics."""
-    from store.common import utcnow
-
-    now = utcnow()
+    now = runtime.clock()
     with transaction(runtime.factory) as session:
         session.add(FlowRun(name=name, started_at=now, finished_at=now, summary=summary))

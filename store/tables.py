@@ -66,6 +66,9 @@ class RawRecord(Base):
     status: Mapped[str] = mapped_column(sa.String(20), default="pending")
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
     enquiry_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    # Only the bundled demo sample sets this: its dates move to the last few business days when it is
+    # imported (the bytes stay as they are; normalising applies the shift, the audit row says so).
+    time_shift_seconds: Mapped[int | None]
 
 
 class SourceCheckpoint(Base):
@@ -76,6 +79,23 @@ class SourceCheckpoint(Base):
     source: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     state: Mapped[dict[str, Any]]
     updated_at: Mapped[datetime]
+
+
+class SourceStatus(Base):
+    """Each configured source's last attempt to read, and its last error: what `triage status` and
+    /metrics show, so a mailbox that refuses the login is seen, not only logged."""
+
+    __tablename__ = "source_status"
+
+    source: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(sa.String(10))
+    last_attempt_at: Mapped[datetime]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_error_at: Mapped[datetime | None]
+    errors_total: Mapped[int] = mapped_column(default=0)
+    consecutive_errors: Mapped[int] = mapped_column(default=0)
+    last_stored: Mapped[int] = mapped_column(default=0)
 
 
 class Quarantine(Base):

@@ -55,6 +55,10 @@ def serve(
     Prefect server (SQLite under PREFECT_HOME, default TRIAGE_HOME/prefect) runs beside this command
     and stops with it: Prefect's ephemeral mode has no scheduler.
     """
+    import os
+
+    # A long-running process: its log is where an operator reads each run's one-line summary.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     from flows.deployments import plan_deployments, serve_all
 
     for spec in plan_deployments():

@@ -124,8 +124,15 @@ def test_read_from_empty_state_yields_every_mail_in_batches(dovecot: DovecotServ
         {"uidvalidity": validity, "last_uid": 7},
     ]
     assert all(record.source == "imap:test" and record.channel is Channel.EMAIL for record in records)
-    # INTERNALDATE, as aware UTC: the append just happened.
-    assert all(abs(record.received_at - datetime.now(UTC)) < timedelta(minutes=5) for record in records)
+    # The server's INTERNALDATE, as aware UTC (the server's clock, which need not be ours).
+    client = dovecot.client()
+    try:
+        client.select_folder(imap_folder, readonly=True)
+        dates = client.fetch(list(range(1, 8)), ["INTERNALDATE"])
+    finally:
+        client.logout()
+    server_times = [dates[uid][b"INTERNALDATE"].astimezone(UTC) for uid in range(1, 8)]
+    assert [record.received_at for record in records] == server_times
     assert all(record.received_at.utcoffset() == timedelta(0) for record in records)
 
 
