@@ -12,10 +12,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -110,10 +111,15 @@ def demo(
     as_json: JsonFlag = False,
     direct: Annotated[bool, typer.Option("--direct", help="Run the steps without Prefect.")] = False,
 ) -> None:
-    """Train the starter model, import the bundled sample (email, forms, chat) and run the pipeline once.
+    """Train the starter model, import the bundled sample (email, forms, chat) and show a team's day.
 
-    Uses TRIAGE_HOME (default ./.triage). Safe to run again: nothing is imported or written twice.
+    The sample's dates are moved to the last five business days before today (only the bundled sample
+    is ever moved; its audit rows say so). After one intake pass, one SLA watch pass runs and two
+    scripted SDRs (maya, leo) reply to, correct, accept and claim a few items, so `triage report sla`,
+    `triage review list` and /metrics show what a working team sees. Uses TRIAGE_HOME (default
+    ./.triage). Safe to run again: nothing is imported or written twice.
     """
+    from pipeline import demo as demo_day
     from pipeline import jobs
 
     runtime = _runtime()
@@ -123,17 +129,25 @@ def demo(
             "Training the starter model (bundled data, a starter to replace with your own history)..."
         )
     jobs.ensure_starter_model(runtime)
-    for name, channel in jobs.DEMO_FILES:
+    for name, channel in demo_day.DEMO_FILES:
         with progress_bar(f"import {name}", None, not as_json) as advance:
-            jobs.import_path(runtime, jobs.DEMO_DATA / name, channel, on_batch=advance)
+            demo_day.import_sample(runtime, name, channel, on_batch=advance)
     _run_pass(runtime, direct=direct, quiet=as_json)
+    worked = demo_day.work_the_day(runtime)
     summary = jobs.workspace_summary(runtime)
     if as_json:
-        emit(summary, True)
+        emit({**summary, "demo_day": worked.as_dict()}, True)
     else:
         print_summary(summary, "triage demo: the workspace after one run")
         console.print(
-            "Next: [bold]triage review list[/], [bold]triage crm list[/], [bold]triage serve[/] (the queue)."
+            f"SLA watch pass: {worked.watch.get('breached', 0)} timers breached. The demo's SDRs "
+            f"{' and '.join(demo_day.DEMO_SDRS)} replied to {len(worked.replied_late)} overdue and "
+            f"{len(worked.replied_on_time)} waiting enquiries, corrected {len(worked.corrected)}, "
+            f"accepted {len(worked.accepted)} and claimed {len(worked.claimed)}."
+        )
+        console.print(
+            "Next: [bold]triage report sla[/] (the ops lead's report), [bold]triage review list[/] "
+            "(the queue), [bold]triage crm list[/], [bold]triage serve[/] (the web pages)."
         )
 
 
@@ -151,11 +165,16 @@ def _run_pass(runtime: Any, *, direct: bool, quiet: bool) -> dict[str, Any]:
         crm = jobs.sync_crm(runtime)
         summary = jobs.run_summary(runtime, ingests, processed, crm)
         jobs.record_flow_run(runtime, "intake", summary)
+        logging.getLogger("pipeline.jobs").info(jobs.summary_line(summary))
         return summary
     from flows.intake import intake_flow
 
-    result: dict[str, Any] = intake_flow()  # records its own run
-    return result
+    # A run that could not read a source ends Failed, and its state still carries the summary.
+    state = intake_flow(return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    return cast(dict[str, Any], result)
 
 
 @app.command("import")
@@ -201,6 +220,11 @@ def run(
         emit(summary, True)
     else:
         print_summary(summary, "triage run: this pass")
+    errors = summary.get("source_errors") or {}
+    if errors:  # the rest was processed; the run as a whole failed, and says which source
+        for source, error in errors.items():
+            console.print(f"[red]source {escape(source)} could not be read:[/] {escape(error)}")
+        raise SystemExit(1)
 
 
 @app.command()
@@ -226,9 +250,10 @@ def serve(
 
 @app.command()
 def status(as_json: JsonFlag = False) -> None:
-    """One screen: each source's last read and backlog, review and SLA, CRM, models, the pause switch."""
+    """One screen: each source's last attempt, last error and checkpoint; the backlog, review and SLA, CRM,
+    models and the pause switch. A source whose last attempt failed is shown in red, with the error."""
     from models.registry import active_version, shadow_version
-    from store import observability, raw
+    from store import observability, raw, source_status
     from store.flags import automation_paused
 
     runtime = _runtime()
@@ -236,10 +261,7 @@ def status(as_json: JsonFlag = False) -> None:
         paused, reason = automation_paused(session)
         sla = observability.sla_by_status(session)
         data: dict[str, Any] = {
-            "sources": [
-                {"source": c.source, "last_read": c.updated_at.isoformat(), "checkpoint": c.state}
-                for c in raw.checkpoints(session)
-            ],
+            "sources": _source_lines(raw.checkpoints(session), source_status.all_statuses(session)),
             "pending_records": raw.count_pending(session),
             "quarantine_open": observability.open_quarantine(session),
             "review_backlog": sum(n for _, _, n in observability.review_backlog(session)),
@@ -264,13 +286,56 @@ def status(as_json: JsonFlag = False) -> None:
         return
     out = Console()
     if paused:
-        out.print(f"[bold red]AUTOMATION PAUSED[/]: {reason}")
-    sources = Table("source", "last read", title="sources")
+        out.print(f"[bold red]AUTOMATION PAUSED[/]: {escape(str(reason))}")
+    sources = Table(
+        "source", "last attempt", "last success", "last new records", "last error", title="sources"
+    )
     for item in data["sources"]:
-        sources.add_row(item["source"], item["last_read"])
+        failing = item["ok"] is False
+        sources.add_row(
+            escape(item["source"]),
+            item["last_attempt_at"] or "—",
+            item["last_success_at"] or "—",
+            item["last_read"] or "—",
+            f"[red]{escape(item['last_error'])}[/]" if failing and item["last_error"] else "",
+        )
     out.print(sources)
     summary = {k: v for k, v in data.items() if k not in ("sources", "last_runs")}
     print_summary(summary, "status")
+
+
+def _source_lines(checkpoints: Any, statuses: Any) -> list[dict[str, Any]]:
+    """One line per source: its checkpoint (where it stopped reading) and its last attempt (whether
+    reading works). File imports have checkpoints only; configured sources have both."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for c in checkpoints:
+        by_name[c.source] = {
+            "source": c.source,
+            "last_read": c.updated_at.isoformat(),
+            "checkpoint": c.state,
+        }
+    for st in statuses:
+        line = by_name.setdefault(st.source, {"source": st.source, "last_read": None, "checkpoint": None})
+        failing = st.last_error_at is not None and (
+            st.last_success_at is None or st.last_error_at > st.last_success_at
+        )
+        line.update(
+            {
+                "channel": st.channel,
+                "ok": not failing,
+                "last_attempt_at": st.last_attempt_at.isoformat(),
+                "last_success_at": st.last_success_at.isoformat() if st.last_success_at else None,
+                "last_error": st.last_error if failing else None,
+                "last_error_at": st.last_error_at.isoformat() if st.last_error_at else None,
+                "consecutive_errors": st.consecutive_errors,
+                "errors_total": st.errors_total,
+            }
+        )
+    for line in by_name.values():
+        for key in ("last_attempt_at", "last_success_at", "last_error", "last_error_at"):
+            line.setdefault(key, None)
+        line.setdefault("ok", None)  # never attempted as a configured source (a file import)
+    return sorted(by_name.values(), key=lambda line: line["source"])
 
 
 @quarantine_app.command("list")

@@ -26,6 +26,11 @@ class RawRecordIn(BaseModel):
     external_key: str = Field(description="Stable key of the record inside its source (UID, offset, id).")
     payload: bytes = Field(description="The bytes exactly as received (RFC 822 mail, JSON, CSV row as JSON).")
     received_at: datetime
+    time_shift_seconds: int = Field(
+        default=0,
+        description="Seconds added to every date of the record when it is read: the bundled demo sample "
+        "only (it is dated relative to the run); always 0 for a real source.",
+    )
 
 
 class Attachment(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from connectors.chat import parse_chat_payload, transcript_to_enquiry
@@ -26,22 +27,41 @@ class RawPayload(NamedTuple):
     payload: bytes
     source: str
     received_at: datetime
+    time_shift_seconds: int | None = None
 
 
 def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
     """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
     channel = Channel(item.channel)
     if channel is Channel.EMAIL:
-        return parse_email(
+        enquiry = parse_email(
             item.payload, source=item.source, received_at=item.received_at, max_body_chars=max_body_chars
         )
-    if channel is Channel.FORM:
-        return form_to_enquiry(
+    elif channel is Channel.FORM:
+        enquiry = form_to_enquiry(
             parse_form_payload(item.payload), source=item.source, received_at=item.received_at
         )
-    return transcript_to_enquiry(
-        parse_chat_payload(item.payload), source=item.source, received_at=item.received_at
-    )
+    else:
+        enquiry = transcript_to_enquiry(
+            parse_chat_payload(item.payload), source=item.source, received_at=item.received_at
+        )
+    if item.time_shift_seconds:
+        return shifted(enquiry, timedelta(seconds=item.time_shift_seconds))
+    return enquiry
+
+
+def shifted(enquiry: EnquiryIn, delta: timedelta) -> EnquiryIn:
+    """The enquiry with every date it carries moved by `delta` (the demo sample, dated relative to now)."""
+    attributes = dict(enquiry.attributes)
+    if "message_keys" in attributes:  # a chat's messages: [key, sent_at, text]
+        attributes["message_keys"] = json.dumps(
+            [
+                [key, (datetime.fromisoformat(sent_at) + delta).isoformat(), text]
+                for key, sent_at, text in json.loads(attributes["message_keys"])
+            ],
+            ensure_ascii=False,
+        )
+    return enquiry.model_copy(update={"received_at": enquiry.received_at + delta, "attributes": attributes})
 
 
 def is_reply_subject(subject: str) -> bool:

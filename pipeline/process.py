@@ -32,7 +32,7 @@ from pipeline.prepare import ModelSource, Prepared, Preparer, init_worker, prepa
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
-from store.common import lock_keys, utcnow
+from store.common import Clock, lock_keys, utcnow
 from store.db import transaction
 from store.raw import PendingRecord
 
@@ -59,6 +59,7 @@ class PipelineContext:
     on_customer_replies: ReplyHook | None = None
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
     parallel_minimum: int = PARALLEL_MINIMUM
+    clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
 
     def preparer(self) -> Preparer:
         return Preparer(self.model, self.firmographics, self.policy.lanes, self.max_body_chars, self.shadow)
@@ -170,7 +171,7 @@ def _worker_context() -> multiprocessing.context.ForkServerContext:
 
 
 def _payloads(records: Sequence[PendingRecord]) -> list[RawPayload]:
-    return [RawPayload(r.channel, r.payload, r.source, r.received_at) for r in records]
+    return [RawPayload(r.channel, r.payload, r.source, r.received_at, r.time_shift_seconds) for r in records]
 
 
 def _chunks(items: list[RawPayload], parts: int) -> list[list[RawPayload]]:
@@ -279,7 +280,7 @@ def process_batch(
     `prepared` is the batch already parsed, enriched and classified (by worker processes); without it
     that work is done here.
     """
-    now = utcnow()
+    now = context.clock()
     if prepared is None:
         prepared = _prepare_here(records, context.preparer(), summary)
     started = time.perf_counter()
@@ -432,7 +433,10 @@ def _open_enquiries(
         _set_status(item.raw, RawStatus.ENQUIRY, None, enquiry_id=item.enquiry_id)
     enquiry_store.add_decisions(
         session,
-        [_audit_row(item.enquiry_id, decision, now) for item, decision in zip(new, decisions, strict=True)],
+        [
+            _audit_row(item.enquiry_id, decision, now, shifted_by=item.raw.time_shift_seconds)
+            for item, decision in zip(new, decisions, strict=True)
+        ],
     )
     summary.audit_rows += len(decisions)
     summary.outcomes[RawStatus.ENQUIRY.value] += len(new)
@@ -508,9 +512,9 @@ def _open_enquiries(
                 )
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
     summary.leads_queued += outbox.enqueue(
-        session, [r for r in outbox_rows if r["operation"] == "upsert_lead"]
+        session, [r for r in outbox_rows if r["operation"] == "upsert_lead"], now=now
     )
-    outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "create_task"])
+    outbox.enqueue(session, [r for r in outbox_rows if r["operation"] == "create_task"], now=now)
     summary.stage_seconds["persist"] += time.perf_counter() - started
 
 
@@ -548,7 +552,12 @@ def _enquiry_row(
     }
 
 
-def _audit_row(enquiry_id: str, decision: Decision, now: datetime) -> dict[str, Any]:
+def _audit_row(
+    enquiry_id: str, decision: Decision, now: datetime, *, shifted_by: int | None = None
+) -> dict[str, Any]:
+    reasons = list(decision.reasons)
+    if shifted_by:  # only the bundled demo sample is ever shifted (pipeline/demo.py)
+        reasons.append(f"demo sample: its dates were moved by {shifted_by / 86_400:+.2f} days to recent days")
     return {
         "enquiry_id": enquiry_id,
         "created_at": now,
@@ -560,7 +569,7 @@ def _audit_row(enquiry_id: str, decision: Decision, now: datetime) -> dict[str, 
         "priority": decision.priority,
         "confidence": decision.confidence,
         "task": decision.task,
-        "reasons": list(decision.reasons),
+        "reasons": reasons,
         "policy_version": decision.policy_version,
         "model_version": decision.model_version,
     }

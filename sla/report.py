@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -134,7 +135,7 @@ def build_report(
     data.by_channel = _slices(facts, now, lambda fact: fact.channel)
     data.by_intent = _slices(facts, now, lambda fact: fact.intent)
     data.by_queue = _slices(facts, now, lambda fact: fact.queue)
-    data.by_owner = _slices(facts, now, lambda fact: fact.owner or fact.stopped_by or "(unassigned)")
+    data.by_owner = _slices(facts, now, owner_of)
     data.at_risk = sla_repo.at_risk_timers(session, due_before=now + AT_RISK_HORIZON)
     lanes = sla_repo.lane_counts(session, since=since, until=until)
     data.enquiries = sum(lanes.values())
@@ -147,6 +148,52 @@ def build_report(
     ]
     data.review_minutes = {p: percentile(durations, p) for p in (50, 90)}
     return data
+
+
+def owner_of(fact: sla_repo.TimerFact) -> str:
+    """Whom a timer is counted against: the item's owner, else whoever answered, else nobody yet."""
+    return fact.owner or fact.stopped_by or "(unassigned)"
+
+
+def summary_figures(data: ReportData) -> dict[str, Any]:
+    """The report's headline and per-SDR figures as plain data (`triage report sla`, text and --json)."""
+    now = data.generated_at
+    answered = [fact for fact in data.facts if fact.stopped_at is not None]
+    late = sum(1 for fact in answered if fact.status == "breached")
+    per_sdr: dict[str, dict[str, Any]] = {}
+    for fact in data.facts:
+        row = per_sdr.setdefault(owner_of(fact), {"timers": 0, "answered": 0, "breached": 0})
+        row["timers"] += 1
+        row["answered"] += int(fact.stopped_at is not None)
+        row["breached"] += int(is_breached(fact, now))
+    by_sdr = [
+        {"sdr": name, **row, "breach_rate": row["breached"] / row["timers"] if row["timers"] else 0.0}
+        for name, row in per_sdr.items()
+    ]
+    by_sdr.sort(key=lambda row: (row["sdr"] == "(unassigned)", -row["timers"], row["sdr"]))
+    return {
+        "since": data.since.date().isoformat(),
+        "until": data.until.date().isoformat(),
+        "generated_at": now.isoformat(),
+        "timers": data.timers,
+        "breached": data.breached,
+        "breach_rate": data.breach_rate,
+        "met": data.met,
+        "open": data.open,
+        "responded": len(answered),
+        "responded_on_time": len(answered) - late,
+        "responded_late": late,
+        "first_response_minutes": {f"p{p}": value for p, value in data.response_minutes.items()},
+        "share_automated": data.share_automated,
+        "acceptance_rate": data.acceptance_rate,
+        "by_sdr": by_sdr,
+        "by_channel": [vars_of(item) for item in data.by_channel],
+        "by_queue": [vars_of(item) for item in data.by_queue],
+    }
+
+
+def vars_of(item: Slice) -> dict[str, Any]:
+    return {"key": item.key, "timers": item.timers, "breached": item.breached, "rate": item.rate}
 
 
 def _slices(

@@ -154,7 +154,13 @@ def totals(session: Session) -> dict[str, Any]:
             .where(Enquiry.intent == "spam", Enquiry.lane == "automate"),
         ),
         "threaded_messages": _count(session, sa.select(sa.func.count()).select_from(EnquiryMessage)),
-        "audit_rows": _count(session, sa.select(sa.func.count()).select_from(DecisionRow)),
+        # The pipeline's decisions (one per enquiry), and what people did since (claims, replies, ...).
+        "audit_rows": _count(
+            session, sa.select(sa.func.count()).select_from(DecisionRow).where(DecisionRow.kind == "triage")
+        ),
+        "people_actions": _count(
+            session, sa.select(sa.func.count()).select_from(DecisionRow).where(DecisionRow.kind != "triage")
+        ),
         "review_items": _count(session, sa.select(sa.func.count()).select_from(ReviewItem)),
         "review_open": _count(
             session, sa.select(sa.func.count()).select_from(ReviewItem).where(ReviewItem.status != "done")

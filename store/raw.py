@@ -11,15 +11,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models.records import RawRecordIn, RawStatus
-from store.common import for_update_skip_locked, insert_ignore, update_by_id, utcnow
+from store.common import for_update_skip_locked, insert_ignore, update_by_id
 from store.tables import Quarantine, RawRecord, SourceCheckpoint
 
 
 def save_batch(
-    session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any]
+    session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any], now: datetime
 ) -> int:
     """Store records not seen before and move the source's checkpoint, in the caller's transaction."""
-    now = utcnow()
     rows = [
         {
             "source": record.source,
@@ -29,6 +28,7 @@ def save_batch(
             "received_at": record.received_at,
             "imported_at": now,
             "status": RawStatus.PENDING.value,
+            "time_shift_seconds": record.time_shift_seconds or None,
         }
         for record in records
     ]
@@ -69,6 +69,7 @@ class PendingRecord:
     external_key: str
     payload: bytes
     received_at: datetime
+    time_shift_seconds: int | None = None
     status: str = RawStatus.PENDING.value
     status_reason: str | None = None
     enquiry_id: str | None = None
@@ -81,6 +82,7 @@ _PENDING_COLUMNS = (
     RawRecord.external_key,
     RawRecord.payload,
     RawRecord.received_at,
+    RawRecord.time_shift_seconds,
 )
 
 

@@ -200,29 +200,72 @@ def _day_start(text: str | None, default: date, option: str) -> datetime:
 
 @report_app.command("sla")
 def report_sla_command(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.")],
-    since: Annotated[str | None, typer.Option("--since", help="First day (UTC), default 7 days ago.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write the HTML page (default: TRIAGE_HOME/reports/)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="First day (UTC, YYYY-MM-DD), default 7 days ago.")
+    ] = None,
     until: Annotated[
-        str | None, typer.Option("--until", help="Day after the last (UTC), default today.")
+        str | None, typer.Option("--until", help="Day after the last (UTC), default tomorrow.")
     ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write one row per timer.")] = None,
     policies_file: PolicyFileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Write the ops lead's SLA report: one self-contained HTML page (and optionally a CSV)."""
-    from sla.report import build_report, render_html, write_csv
+    """The ops lead's SLA report: first-response timers of the period, breaches, time to first response,
+    by channel, intent, queue and SDR. Prints the headline figures and writes one self-contained HTML
+    page with the charts (and, with --csv, one row per timer)."""
+    from sla.report import build_report, render_html, summary_figures, write_csv
 
     settings = _settings()
     policies = _policies(policies_file, settings)
     now = datetime.now(UTC)
     end = _day_start(until, now.date() + timedelta(days=1), "--until")
-    start = _day_start(since, end.date() - timedelta(days=7), "--since")
+    start = _day_start(since, now.date() - timedelta(days=7), "--since")
     if start >= end:
         raise typer.BadParameter("--since must be before --until", param_hint="--since")
     with _factory(settings)() as session:
         data = build_report(session, policies, since=start, until=end, now=now)
+    if out is None:
+        out = settings.reports_dir / f"sla-{start.date().isoformat()}-{end.date().isoformat()}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html(data), encoding="utf-8")
-    console.print(f"wrote {out} ({data.timers} timers, {data.breached} breached, {data.breach_rate:.1%})")
+    figures = summary_figures(data)
+    figures["html"] = str(out)
     if csv_path is not None:
-        rows = write_csv(data, policies, csv_path)
-        console.print(f"wrote {csv_path} ({rows} rows)")
+        figures["csv_rows"] = write_csv(data, policies, csv_path)
+        figures["csv"] = str(csv_path)
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    _print_report(figures)
+
+
+def _print_report(figures: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    console.print(
+        f"[bold]SLA report[/] {figures['since']} – {figures['until']}: {figures['timers']} first-response "
+        f"timers, {figures['breached']} breached ({figures['breach_rate']:.1%}), {figures['responded']} "
+        f"answered ({figures['responded_on_time']} on time, {figures['responded_late']} late), "
+        f"{figures['open']} still open"
+    )
+    median = figures["first_response_minutes"]["p50"]
+    if median is not None:
+        console.print(
+            f"median time to first response {median:.0f} business minutes, over {figures['responded']} "
+            f"answered timers"
+        )
+    table = Table("SDR", "timers", "answered", "breached", "breach rate", title="by SDR")
+    for row in figures["by_sdr"]:
+        table.add_row(
+            escape(row["sdr"]),
+            str(row["timers"]),
+            str(row["answered"]),
+            str(row["breached"]),
+            f"{row['breach_rate']:.0%}",
+        )
+    console.print(table)
+    console.print(f"wrote {figures['html']}" + (f" and {figures['csv']}" if "csv" in figures else ""))
