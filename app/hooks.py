@@ -1,9 +1,15 @@
-"""Web hooks for form posts and chat transcripts: verify, validate, store raw, answer 202.
+"""Web hooks: the tools' own (Typeform, Webflow, HubSpot, Intercom, Chatwoot) and our documented JSON.
 
-Each source has its own HMAC-SHA256 secret (`TRIAGE_HOOKS__SECRETS='{"form:contact": "...",
-"chat:webchat": "..."}'`); the sender signs the exact body bytes and sends
-`X-Triage-Signature: sha256=<hex>`. The record is stored before we answer, and the intake flow
-processes it; the same submission delivered twice is stored once.
+`POST /hooks/{tool}/{source}` takes a tool's web hook as that tool sends and signs it
+(connectors/webhooks/): the signature is checked over the raw bytes, the events it carries are stored
+under their dedupe keys, and only then does it answer 200. Mapping the payload to an enquiry happens in
+the pipeline, so a verified payload that cannot be mapped is quarantined with the reason, never lost.
+The secret is `TRIAGE_HOOKS__SECRETS='{"typeform:website-demo": "..."}'`.
+
+For our own shapes, each source has its own HMAC-SHA256 secret
+(`TRIAGE_HOOKS__SECRETS='{"form:contact": "...", "chat:webchat": "..."}'`); the sender signs the
+exact body bytes and sends `X-Triage-Signature: sha256=<hex>`. The record is stored before we answer,
+and the intake flow processes it; the same submission delivered twice is stored once.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from pydantic import ValidationError
 from config.settings import Settings
 from connectors.chat import ChatTranscript
 from connectors.forms import FormSubmission, validation_problems
+from connectors.webhooks import ADAPTERS
+from connectors.webhooks.base import HookRequest, SignatureRejected
 from models.records import Channel, RawRecordIn
-from store import raw
+from store import hook_fetches, raw
 from store.common import utcnow
 from store.db import transaction
 
@@ -150,6 +158,68 @@ async def _chat(chat_source: str, request: Request, signature: str | None) -> JS
         source=source, channel=Channel.CHAT, external_key=key, payload=payload, received_at=utcnow()
     )
     return _accepted(source, key, _store(request, record))
+
+
+@router.post("/{tool}/{source_name}")
+async def tool_hook(tool: str, source_name: str, request: Request) -> JSONResponse:
+    """A form or chat tool's own web hook, e.g. /hooks/typeform/website-demo (docs/sources/)."""
+    try:
+        return await _tool_hook(tool, source_name, request)
+    except HTTPException as error:
+        return _problem(error)
+
+
+async def _tool_hook(tool: str, source_name: str, request: Request) -> JSONResponse:
+    settings: Settings = request.app.state.settings
+    adapter = ADAPTERS.get(tool)
+    if adapter is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no such tool {tool[:40]!r} (tools: {', '.join(sorted(ADAPTERS))})"
+        )
+    secret = settings.hooks.secrets.get(f"{tool}:{source_name}")
+    if secret is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no hook configured for {tool}:{source_name[:100]!r}")
+    body = await _read_capped(request, settings.hooks.max_body_bytes)
+    hook_request = HookRequest(
+        method=request.method,
+        url=_called_url(settings, request),
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=body,
+    )
+    now = request.app.state.clock()
+    try:
+        adapter.verify(hook_request, secret.get_secret_value(), now)
+    except SignatureRejected as error:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"{tool}:{source_name}: {error}") from error
+    events = adapter.events(hook_request)
+    source = f"hook:{tool}:{source_name}"
+    direct = [
+        RawRecordIn(
+            source=source, channel=adapter.channel, external_key=e.key, payload=e.payload, received_at=now
+        )
+        for e in events
+        if not e.needs_fetch
+    ]
+    to_fetch = [(e.key, e.payload) for e in events if e.needs_fetch]
+    factory = request.app.state.session_factory
+    with transaction(factory) as session:
+        stored = raw.save_batch(
+            session, direct, source=source, state={"last_received_at": now.isoformat()}, now=now
+        )
+        waiting = hook_fetches.save_events(session, source=source, events=to_fetch, received_at=now)
+    new = stored + waiting
+    return JSONResponse(
+        {"accepted": len(events), "new": new, "duplicates": len(events) - new, "source": source},
+        status_code=status.HTTP_200_OK,
+    )
+
+
+def _called_url(settings: Settings, request: Request) -> str:
+    """The URL as the tool called it: the public base when a proxy rewrote scheme and host."""
+    if settings.hooks.public_url:
+        query = f"?{request.url.query}" if request.url.query else ""
+        return settings.hooks.public_url.rstrip("/") + request.url.path + query
+    return str(request.url)
 
 
 def _decode_form(content_type: str, body: bytes) -> dict[str, Any]:

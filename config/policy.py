@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from config.hook_mappings import HookMappings, load_hook_mappings
 from config.yaml_files import load_yaml_model
 from models.errors import ConfigError
 from models.records import Lane
@@ -159,6 +160,8 @@ class Policy(BaseModel):
     matrix: DecisionMatrix
     version: str
     directory: Path
+    # Not part of `version`: which field of a tool's web hook is the e-mail decides no lane.
+    hook_mappings: HookMappings = Field(default_factory=HookMappings)
 
     @property
     def intents(self) -> tuple[str, ...]:
@@ -189,5 +192,10 @@ def load_policy(directory: Path) -> Policy:
         if intent not in taxonomy.intents:
             raise ConfigError(f"{directory / 'lanes.yaml'}: no_lead_intents names unknown intent {intent!r}")
     return Policy(
-        taxonomy=taxonomy, lanes=lanes, matrix=matrix, version=digest.hexdigest()[:12], directory=directory
+        taxonomy=taxonomy,
+        lanes=lanes,
+        matrix=matrix,
+        version=digest.hexdigest()[:12],
+        directory=directory,
+        hook_mappings=load_hook_mappings(directory),
     )

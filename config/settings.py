@@ -63,6 +63,19 @@ class HooksSettings(BaseModel):
         default_factory=dict, description="Source name (form id or chat source) → HMAC-SHA256 secret."
     )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    public_url: str | None = Field(
+        default=None,
+        description="The URL the tools call this app by (https://triage.example.com), when a proxy "
+        "stands in front: HubSpot signs the full URL it called.",
+    )
+
+
+class HubSpotSettings(BaseModel):
+    """HubSpot's API, read for the contacts its web hooks name by id (TRIAGE_HUBSPOT__ACCESS_TOKEN)."""
+
+    access_token: SecretStr | None = Field(default=None, description="A private app's access token.")
+    base_url: str = "https://api.hubapi.com"
+    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class WebSettings(BaseModel):
@@ -126,6 +139,7 @@ class Settings(BaseSettings):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
     hooks: HooksSettings = Field(default_factory=HooksSettings)
+    hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)

@@ -18,6 +18,7 @@ from pipeline.intake import IngestSummary, ingest_source
 from pipeline.process import ProcessSummary, process_pending
 from pipeline.runtime import Runtime, file_source
 from store import enquiries as enquiry_store
+from store import hook_fetches as hook_fetch_store
 from store import model_registry, outbox, source_status
 from store import raw as raw_store
 from store.db import transaction
@@ -71,7 +72,38 @@ def read_configured_sources(runtime: Runtime, names: list[str] | None = None) ->
                 error=summary.error,
             )
         summaries.append(summary)
+    if names is None:
+        fetched = fetch_hook_records(runtime)
+        if fetched is not None:
+            summaries.append(fetched)
     return summaries
+
+
+def fetch_hook_records(runtime: Runtime) -> IngestSummary | None:
+    """Read the HubSpot contacts that web-hook events named by id (None: nothing waits, or no token)."""
+    from connectors.webhooks.hubspot import HubSpotClient
+    from pipeline.hook_fetches import STATUS_SOURCE, fetch_waiting
+
+    settings = runtime.settings.hubspot
+    with runtime.factory() as session:
+        if not hook_fetch_store.counts(session).get(hook_fetch_store.WAITING):
+            return None
+    if settings.access_token is None:
+        message = "HubSpot events wait for their contacts: set TRIAGE_HUBSPOT__ACCESS_TOKEN"
+        log.error(message)
+        return IngestSummary(source=STATUS_SOURCE, channel="form", error=message)
+    client = HubSpotClient(
+        access_token=settings.access_token.get_secret_value(),
+        base_url=settings.base_url,
+        timeout_seconds=settings.timeout_seconds,
+    )
+    try:
+        result = fetch_waiting(runtime.factory, client, clock=runtime.clock)
+    finally:
+        client.close()
+    return IngestSummary(
+        source=STATUS_SOURCE, channel="form", stored=result.fetched + result.missing, error=result.error
+    )
 
 
 def source_failure(summary: dict[str, Any]) -> str | None:

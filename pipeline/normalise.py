@@ -9,9 +9,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from config.hook_mappings import HookMappings
 from connectors.chat import parse_chat_payload, transcript_to_enquiry
 from connectors.forms import form_to_enquiry, parse_form_payload
 from connectors.mime import parse_email
+from connectors.webhooks import adapter_for_source
 from models.records import Channel, EnquiryIn
 from store.raw import PendingRecord
 
@@ -30,10 +32,21 @@ class RawPayload(NamedTuple):
     time_shift_seconds: int | None = None
 
 
-def normalise_payload(item: RawPayload, *, max_body_chars: int) -> EnquiryIn:
+def normalise_payload(
+    item: RawPayload, *, max_body_chars: int, hook_mappings: HookMappings | None = None
+) -> EnquiryIn:
     """Interpret a stored raw record. Raises SkippableError (→ quarantine) with the reason."""
     channel = Channel(item.channel)
-    if channel is Channel.EMAIL:
+    adapter = adapter_for_source(item.source)
+    if adapter is not None:  # a form or chat tool's own web hook: 'hook:{tool}:{source}'
+        _, tool, name = item.source.split(":", 2)
+        enquiry = adapter.to_enquiry(
+            item.payload,
+            (hook_mappings or HookMappings()).for_source(tool, name),
+            source=item.source,
+            received_at=item.received_at,
+        )
+    elif channel is Channel.EMAIL:
         enquiry = parse_email(
             item.payload, source=item.source, received_at=item.received_at, max_body_chars=max_body_chars
         )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from config.hook_mappings import HookMappings
 from config.policy import LanePolicy
 from connectors.enrichment import Firmographics
 from models.artifact import ModelArtifact
@@ -88,6 +89,7 @@ class Preparer:
     lanes: LanePolicy
     max_body_chars: int
     shadow: ModelSource = None
+    hook_mappings: HookMappings | None = None  # the policy's hooks.yaml: tools' fields → ours
 
     def load_models(self) -> None:
         """Load the models now (a worker's start-up) rather than on its first chunk."""
@@ -99,7 +101,11 @@ class Preparer:
         parsed: list[EnquiryIn | str] = []
         for item in items:
             try:
-                parsed.append(normalise_payload(item, max_body_chars=self.max_body_chars))
+                parsed.append(
+                    normalise_payload(
+                        item, max_body_chars=self.max_body_chars, hook_mappings=self.hook_mappings
+                    )
+                )
             except SkippableError as error:
                 parsed.append(str(error) or error.__class__.__name__)
         timings = {"normalise": time.process_time() - started}

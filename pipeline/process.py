@@ -62,7 +62,14 @@ class PipelineContext:
     clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
 
     def preparer(self) -> Preparer:
-        return Preparer(self.model, self.firmographics, self.policy.lanes, self.max_body_chars, self.shadow)
+        return Preparer(
+            self.model,
+            self.firmographics,
+            self.policy.lanes,
+            self.max_body_chars,
+            self.shadow,
+            hook_mappings=self.policy.hook_mappings,
+        )
 
 
 @dataclass

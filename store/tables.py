@@ -98,6 +98,28 @@ class SourceStatus(Base):
     last_stored: Mapped[int] = mapped_column(default=0)
 
 
+class HookFetch(Base):
+    """A web-hook event that names its record by id only (HubSpot): stored when it arrives, then read
+    from the tool's API and stored as a raw record. It waits, with the error, while the API is down."""
+
+    __tablename__ = "hook_fetches"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "external_key", name="uq_hook_fetch_source_key"),
+        sa.Index("ix_hook_fetch_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(sa.String(200))
+    external_key: Mapped[str] = mapped_column(sa.String(500))
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(sa.String(20))  # waiting | fetched
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    fetched_at: Mapped[datetime | None]
+
+
 class Quarantine(Base):
     """A raw record that could not be parsed or validated, with the reason. Re-playable."""
 
