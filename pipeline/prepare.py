@@ -108,6 +108,10 @@ class Preparer:
                 )
             except SkippableError as error:
                 parsed.append(str(error) or error.__class__.__name__)
+            except Exception as error:  # any failure here is this one record's, never the batch's
+                # A parser bug or a crafted message (RecursionError on deep nesting, ValueError on a
+                # 5,000-digit number) quarantines this record with the class and message; the rest go on.
+                parsed.append(f"could not be parsed: {error.__class__.__name__}: {str(error)[:200]}")
         timings = {"normalise": time.process_time() - started}
 
         started = time.process_time()

@@ -299,3 +299,28 @@ def test_a_shadow_model_is_scored_beside_the_active_one_and_never_acts(
         "test-keywords"
     }
     assert {(s.intent, s.model_version) for s in shadows.values()} == {("support", "test-shadow")}
+
+
+def _deeply_nested_multipart(depth: int) -> bytes:
+    head = b"From: x@y.example\r\nSubject: nested\r\nMessage-ID: <deep@x>\r\n"
+    parts = [head]
+    for level in range(depth):
+        parts.append(f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode())
+    parts.append(b"Content-Type: text/plain\r\n\r\nbottom\r\n")
+    for level in reversed(range(depth)):
+        parts.append(f"--b{level}--\r\n".encode())
+    return b"".join(parts)
+
+
+def test_a_record_whose_parser_raises_anything_is_quarantined_and_the_batch_goes_on(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
+    # 2,000 nested multiparts made the stdlib parser raise RecursionError and stopped the whole batch.
+    mails = [_deeply_nested_multipart(2_000), email_bytes(message_id="<good@x>")]
+    store(session_factory, Channel.EMAIL, mails)
+    process_pending(session_factory, context, batch_size=10)
+
+    assert statuses(session_factory) == {"email-0": "quarantined", "email-1": "enquiry"}
+    with session_factory() as session:
+        reason = session.scalars(sa.select(Quarantine)).one().reason
+    assert "RecursionError" in reason
