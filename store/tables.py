@@ -352,6 +352,15 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(sa.String(200))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
+    # What owner routing needs (issue 12): teams as a comma-separated list of team names, the number of
+    # open items the user may hold, a relative share for least-loaded assignment, working-hours zone.
+    teams: Mapped[str] = mapped_column(sa.String(500), default="", server_default="")
+    capacity: Mapped[int] = mapped_column(default=25, server_default="25")
+    weight: Mapped[int] = mapped_column(default=1, server_default="1")
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC", server_default="UTC")
+    email: Mapped[str | None] = mapped_column(sa.String(320))
+    crm_user_id: Mapped[str | None] = mapped_column(sa.String(64))
+    away: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class ModelVersion(Base):

@@ -204,9 +204,30 @@ def add_user(
     password: Annotated[
         str | None, typer.Option(help="Prompted for (hidden, twice) when omitted; avoid it in shell history.")
     ] = None,
+    teams: Annotated[
+        str, typer.Option(help="Comma-separated teams the user works for, e.g. sales,support.")
+    ] = "",
+    capacity: Annotated[int, typer.Option(min=0, help="Most open items routing gives this user.")] = 25,
+    weight: Annotated[int, typer.Option(min=1, help="Relative share in least-loaded assignment.")] = 1,
+    timezone: Annotated[
+        str, typer.Option(help="IANA zone of the working hours, e.g. Europe/Berlin.")
+    ] = "UTC",
+    email: Annotated[str | None, typer.Option(help="The user's e-mail address.")] = None,
+    crm_user_id: Annotated[
+        str | None, typer.Option(help="The user's CRM id (OwnerId on Salesforce).")
+    ] = None,
 ) -> None:
-    """Create an account for the review pages."""
+    """Create an account for the review pages, with what owner routing needs."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from review import auth
+    from store import review_repo
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail(f"unknown time zone {timezone!r}: use an IANA name like Europe/Berlin", as_json=False, code=2)
+    team_names = _team_list(teams)
 
     if role not in auth.ROLES:
         _fail(f"role must be one of {', '.join(auth.ROLES)}", as_json=False, code=2)
@@ -217,8 +238,47 @@ def add_user(
             auth.create_user(session, name, role=role, password=password)
         except auth.AccountError as error:
             _fail(str(error), as_json=False, code=1)
+        user = review_repo.get_user(session, name)
+        assert user is not None  # just created in this session
+        user.teams = ",".join(team_names)
+        user.capacity = capacity
+        user.weight = weight
+        user.timezone = timezone
+        user.email = email
+        user.crm_user_id = crm_user_id
         session.commit()
     print(f"user {name} added ({role})")
+
+
+def _team_list(teams: str) -> list[str]:
+    """`sales, support,,` -> ["sales", "support"]: blanks dropped, order kept, duplicates once."""
+    names: list[str] = []
+    for part in teams.split(","):
+        team = part.strip().lower()
+        if team and team not in names:
+            names.append(team)
+    return names
+
+
+@users_app.command("set")
+def set_user(
+    name: str,
+    away: Annotated[
+        bool | None, typer.Option("--away/--back", help="Away users get no new items; --back returns them.")
+    ] = None,
+) -> None:
+    """Change a user's routing state: mark them away or back."""
+    from store import review_repo
+
+    if away is None:
+        _fail("nothing to change: pass --away or --back", as_json=False, code=2)
+    with _session() as session:
+        user = review_repo.get_user(session, name)
+        if user is None:
+            _fail(f"no user named {name!r}", as_json=False)
+        user.away = bool(away)
+        session.commit()
+    print(f"user {name} {'away' if away else 'back'}")
 
 
 @users_app.command("deactivate")
@@ -247,6 +307,13 @@ def list_users(as_json: JsonOption = False) -> None:
                 "role": user.role,
                 "active": user.active,
                 "created_at": user.created_at.isoformat(),
+                "teams": [team for team in user.teams.split(",") if team],
+                "capacity": user.capacity,
+                "weight": user.weight,
+                "timezone": user.timezone,
+                "email": user.email,
+                "crm_user_id": user.crm_user_id,
+                "away": user.away,
             }
             for user in review_repo.list_users(session)
         ]

@@ -95,3 +95,32 @@ def test_review_list_claim_correct_reply_json(cli_env: str, session_factory: ses
         assert item is not None and item.status == "done" and item.queue == "finance"
     mine = runner.invoke(review_app, ["list", "--mine", "sam"])
     assert mine.exit_code == 0 and "0 open" in mine.output
+
+
+def test_users_carry_routing_fields_and_go_away_and_back(cli_env: str) -> None:
+    added = runner.invoke(
+        users_app,
+        [
+            "add", "ana", "--role", "sdr", "--password", PASSWORD, "--teams", "Sales, support,,sales",
+            "--capacity", "2", "--weight", "3", "--timezone", "Europe/Berlin",
+            "--email", "ana@example.com", "--crm-user-id", "005000000000001",
+        ],
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(users_app, ["add", "bo", "--role", "sdr", "--password", PASSWORD]).exit_code == 0
+    bad_zone = ["add", "cy", "--role", "sdr", "--password", PASSWORD, "--timezone", "Mars/Olympus"]
+    assert runner.invoke(users_app, bad_zone).exit_code == 2
+    listed = {user["name"]: user for user in json.loads(runner.invoke(users_app, ["list", "--json"]).output)}
+    assert set(listed) == {"ana", "bo"}
+    ana, bo = listed["ana"], listed["bo"]
+    assert ana["teams"] == ["sales", "support"]
+    assert (ana["capacity"], ana["weight"], ana["timezone"]) == (2, 3, "Europe/Berlin")
+    assert (ana["email"], ana["crm_user_id"], ana["away"]) == ("ana@example.com", "005000000000001", False)
+    defaults = (bo["teams"], bo["capacity"], bo["weight"], bo["timezone"], bo["away"])
+    assert defaults == ([], 25, 1, "UTC", False)
+    assert runner.invoke(users_app, ["set", "ana", "--away"]).exit_code == 0
+    assert json.loads(runner.invoke(users_app, ["list", "--json"]).output)[0]["away"] is True
+    assert runner.invoke(users_app, ["set", "ana", "--back"]).exit_code == 0
+    assert json.loads(runner.invoke(users_app, ["list", "--json"]).output)[0]["away"] is False
+    assert runner.invoke(users_app, ["set", "ana"]).exit_code == 2
+    assert runner.invoke(users_app, ["set", "nobody", "--away"]).exit_code == 1
