@@ -86,7 +86,7 @@ def fetch_hook_records(runtime: Runtime) -> IngestSummary | None:
 
     settings = runtime.settings.hubspot
     with runtime.factory() as session:
-        if not hook_fetch_store.counts(session).get(hook_fetch_store.WAITING):
+        if not hook_fetch_store.any_waiting(session):
             return None
     if settings.access_token is None:
         message = "HubSpot events wait for their contacts: set TRIAGE_HUBSPOT__ACCESS_TOKEN"

@@ -82,6 +82,15 @@ class WebhookAdapter(Protocol):
         ...
 
 
+def one_event(body: bytes, key: str) -> list[HookEvent]:
+    """A request that is one event: keyed by the tool's id, or by the body's hash when it names none."""
+    return [HookEvent(key=key[:200] or body_key(body), payload=body)]
+
+
+def body_key(body: bytes) -> str:
+    return "body:" + hashlib.sha256(body).hexdigest()[:32]
+
+
 def hmac_hex(secret: str, message: bytes, digest: str = "sha256") -> str:
     return hmac.new(secret.encode(), message, digest).hexdigest()
 

@@ -9,7 +9,6 @@ private note is recorded as skipped, with the reason.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -17,10 +16,12 @@ from config.hook_mappings import HookFieldMapping
 from connectors.webhooks.base import (
     HookEvent,
     HookRequest,
+    as_dict,
     as_list,
     chat_enquiry,
     hmac_hex,
     json_object,
+    one_event,
     parse_time,
     require_equal,
     require_fresh,
@@ -31,10 +32,6 @@ from models.records import Channel, EnquiryIn
 
 TOOL = "chatwoot"
 EVENTS = ("message_created", "conversation_created")
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 class ChatwootAdapter:
@@ -48,9 +45,8 @@ class ChatwootAdapter:
         require_equal(expected, request.header("X-Chatwoot-Signature"), "X-Chatwoot-Signature")
 
     def events(self, request: HookRequest) -> list[HookEvent]:
-        delivery = request.header("X-Chatwoot-Delivery")[:200]
-        key = f"delivery:{delivery}" if delivery else "body:" + hashlib.sha256(request.body).hexdigest()[:32]
-        return [HookEvent(key=key, payload=request.body)]
+        delivery = request.header("X-Chatwoot-Delivery")
+        return one_event(request.body, f"delivery:{delivery}" if delivery else "")
 
     def to_enquiry(
         self, payload: bytes, fields: HookFieldMapping, *, source: str, received_at: datetime
@@ -61,7 +57,7 @@ class ChatwootAdapter:
             raise SkippableError(
                 f"{TOOL}: event {str(event)[:60]!r} is not one we read ({', '.join(EVENTS)})"
             )
-        conversation = _dict(data.get("conversation")) if event == "message_created" else data
+        conversation = as_dict(data.get("conversation")) if event == "message_created" else data
         message = data if event == "message_created" else _first_incoming(conversation)
         if message is None:
             return _skipped(
@@ -71,12 +67,12 @@ class ChatwootAdapter:
             return _skipped(
                 source, received_at, "Chatwoot: an agent's message or a private note, not the customer's"
             )
-        account = str(_dict(data.get("account")).get("id") or "")[:50]
+        account = str(as_dict(data.get("account")).get("id") or "")[:50]
         conversation_id = str(conversation.get("id") or conversation.get("display_id") or "")[:100]
         if not conversation_id:
             raise SkippableError(f"{TOOL}: the message names no conversation")
-        sender = _dict(message.get("sender")) or _dict(_dict(conversation.get("meta")).get("sender"))
-        inbox = _dict(data.get("inbox")) or _dict(conversation.get("inbox"))
+        sender = as_dict(message.get("sender")) or as_dict(as_dict(conversation.get("meta")).get("sender"))
+        inbox = as_dict(data.get("inbox")) or as_dict(conversation.get("inbox"))
         return chat_enquiry(
             tool=TOOL,
             source=source,

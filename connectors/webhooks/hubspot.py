@@ -11,7 +11,6 @@ Other subscription types are stored and recorded as skipped, with the reason.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +22,7 @@ from connectors.webhooks.base import (
     HookEvent,
     HookRequest,
     as_dict,
+    body_key,
     canonical,
     form_enquiry,
     hmac_base64,
@@ -60,9 +60,7 @@ class HubSpotAdapter:
         except SkippableError:
             data = None
         if not isinstance(data, list) or not data or len(data) > MAX_EVENTS_PER_REQUEST:
-            return [
-                HookEvent(key="body:" + hashlib.sha256(request.body).hexdigest()[:32], payload=request.body)
-            ]
+            return [HookEvent(key=body_key(request.body), payload=request.body)]
         events = []
         for event in data:
             payload = canonical(event)
@@ -70,9 +68,7 @@ class HubSpotAdapter:
             fetch = isinstance(event, dict) and event.get("subscriptionType") in FETCHED_TYPES
             events.append(
                 HookEvent(
-                    key=f"event:{event_id}"
-                    if event_id
-                    else "body:" + hashlib.sha256(payload).hexdigest()[:32],
+                    key=f"event:{event_id}" if event_id else body_key(payload),
                     payload=payload,
                     needs_fetch=bool(fetch and event_id and event.get("objectId")),
                 )

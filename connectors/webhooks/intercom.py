@@ -9,7 +9,6 @@ still only a duplicate. Message bodies are HTML and are reduced to text.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from connectors.webhooks.base import (
     chat_enquiry,
     hmac_hex,
     json_object,
+    one_event,
     parse_time,
     require_equal,
     text_value,
@@ -49,21 +49,17 @@ class IntercomAdapter:
 
     def events(self, request: HookRequest) -> list[HookEvent]:
         try:
-            key = str(json_object(request.body, tool=TOOL).get("id") or "")[:200]
+            notification = json_object(request.body, tool=TOOL)
         except SkippableError:
-            key = ""
-        return [
-            HookEvent(
-                key=key or "body:" + hashlib.sha256(request.body).hexdigest()[:32], payload=request.body
-            )
-        ]
+            return one_event(request.body, "")
+        return one_event(request.body, str(notification.get("id") or ""))
 
     def to_enquiry(
         self, payload: bytes, fields: HookFieldMapping, *, source: str, received_at: datetime
     ) -> EnquiryIn:
         data = json_object(payload, tool=TOOL)
         topic = data.get("topic")
-        item = (data.get("data") or {}).get("item") if isinstance(data.get("data"), dict) else None
+        item = as_dict(data.get("data")).get("item")
         if topic not in TOPICS:
             raise SkippableError(
                 f"{TOOL}: topic {str(topic)[:60]!r} is not one we read ({', '.join(TOPICS)})"

@@ -8,7 +8,6 @@ so a re-delivery is a duplicate.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +19,7 @@ from connectors.webhooks.base import (
     form_enquiry,
     hmac_base64,
     json_object,
+    one_event,
     parse_time,
     require_equal,
     text_value,
@@ -55,15 +55,10 @@ class TypeformAdapter:
     def events(self, request: HookRequest) -> list[HookEvent]:
         try:
             data = json_object(request.body, tool=TOOL)
-            response = data.get("form_response") or {}
-            key = str(response.get("token") or data.get("event_id") or "")[:200]
-        except (SkippableError, AttributeError):
-            key = ""
-        return [
-            HookEvent(
-                key=key or "body:" + hashlib.sha256(request.body).hexdigest()[:32], payload=request.body
-            )
-        ]
+        except SkippableError:
+            return one_event(request.body, "")
+        response = as_dict(data.get("form_response"))
+        return one_event(request.body, str(response.get("token") or data.get("event_id") or ""))
 
     def to_enquiry(
         self, payload: bytes, fields: HookFieldMapping, *, source: str, received_at: datetime

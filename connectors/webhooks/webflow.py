@@ -7,16 +7,17 @@ Webflow's documentation asks. The fields arrive keyed by their label (`payload.d
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 from config.hook_mappings import HookFieldMapping, PayloadField
 from connectors.webhooks.base import (
     HookEvent,
     HookRequest,
+    as_dict,
     form_enquiry,
     hmac_hex,
     json_object,
+    one_event,
     parse_time,
     require_equal,
     require_fresh,
@@ -40,15 +41,10 @@ class WebflowAdapter:
 
     def events(self, request: HookRequest) -> list[HookEvent]:
         try:
-            payload = json_object(request.body, tool=TOOL).get("payload")
-            key = str(payload.get("id") or "")[:200] if isinstance(payload, dict) else ""
+            submission = as_dict(json_object(request.body, tool=TOOL).get("payload"))
         except SkippableError:
-            key = ""
-        return [
-            HookEvent(
-                key=key or "body:" + hashlib.sha256(request.body).hexdigest()[:32], payload=request.body
-            )
-        ]
+            return one_event(request.body, "")
+        return one_event(request.body, str(submission.get("id") or ""))
 
     def to_enquiry(
         self, payload: bytes, fields: HookFieldMapping, *, source: str, received_at: datetime
