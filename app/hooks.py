@@ -7,20 +7,21 @@ the pipeline, so a verified payload that cannot be mapped is quarantined with th
 The secret is `TRIAGE_HOOKS__SECRETS='{"typeform:website-demo": "..."}'`.
 
 For our own shapes, each source has its own HMAC-SHA256 secret
-(`TRIAGE_HOOKS__SECRETS='{"form:contact": "...", "chat:webchat": "..."}'`); the sender signs the
-exact body bytes and sends `X-Triage-Signature: sha256=<hex>`. The record is stored before we answer,
-and the intake flow processes it; the same submission delivered twice is stored once.
+(`TRIAGE_HOOKS__SECRETS='{"form:contact": "...", "chat:webchat": "..."}'`); the sender sends
+`X-Triage-Timestamp: <unix seconds>` and `X-Triage-Signature: sha256=<hex HMAC of "{timestamp}." + the
+exact body bytes>`, so a captured request replays for 5 minutes at most. The record is stored before we
+answer, and the intake flow processes it; the same submission delivered twice is stored once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Header, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -28,19 +29,31 @@ from config.settings import Settings
 from connectors.chat import ChatTranscript
 from connectors.forms import FormSubmission, validation_problems
 from connectors.webhooks import ADAPTERS
-from connectors.webhooks.base import HookRequest, SignatureRejected
+from connectors.webhooks.base import (
+    HookRequest,
+    SignatureRejected,
+    hmac_hex,
+    require_equal,
+    require_fresh,
+)
 from models.records import Channel, RawRecordIn
 from store import hook_fetches, raw
-from store.common import utcnow
 from store.db import transaction
 
 router = APIRouter(prefix="/hooks", tags=["hooks"])
 SIGNATURE_HEADER = "X-Triage-Signature"
+TIMESTAMP_HEADER = "X-Triage-Timestamp"
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The signature header value a sender must send for `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: str) -> str:
+    """The signature header value a sender must send for `body` sent at `timestamp` (unix seconds)."""
+    return "sha256=" + hmac_hex(secret, timestamp.encode() + b"." + body)
+
+
+def signed_headers(secret: str, body: bytes, now: datetime) -> dict[str, str]:
+    """Both headers a sender of our own format adds: what a client library of ours would do."""
+    timestamp = str(int(now.timestamp()))
+    return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, body, timestamp)}
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -55,14 +68,18 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _verify(settings: Settings, source_key: str, body: bytes, signature: str | None) -> None:
+def _verify(request: Request, source_key: str, body: bytes) -> None:
+    settings: Settings = request.app.state.settings
     secret = settings.hooks.secrets.get(source_key)
     if secret is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no hook configured for {source_key!r}")
-    if not signature or not hmac.compare_digest(sign(secret.get_secret_value(), body), signature.strip()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"missing or wrong {SIGNATURE_HEADER} for {source_key!r}"
-        )
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    try:
+        require_fresh(timestamp, request.app.state.clock(), what=TIMESTAMP_HEADER, unit_seconds=1)
+        require_equal(sign(secret.get_secret_value(), body, timestamp), signature.strip(), SIGNATURE_HEADER)
+    except SignatureRejected as error:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"{source_key}: {error}") from error
 
 
 def _store(request: Request, record: RawRecordIn) -> bool:
@@ -92,35 +109,27 @@ def _problem(error: HTTPException) -> JSONResponse:
 
 
 @router.post("/forms/{form_id}", status_code=status.HTTP_202_ACCEPTED)
-async def form_hook(
-    form_id: str,
-    request: Request,
-    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
-) -> JSONResponse:
+async def form_hook(form_id: str, request: Request) -> JSONResponse:
     """A form post as JSON or application/x-www-form-urlencoded (schema: connectors.forms.FormSubmission)."""
     try:
-        return await _form(form_id, request, signature)
+        return await _form(form_id, request)
     except HTTPException as error:
         return _problem(error)
 
 
 @router.post("/chat/{chat_source}", status_code=status.HTTP_202_ACCEPTED)
-async def chat_hook(
-    chat_source: str,
-    request: Request,
-    signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None,
-) -> JSONResponse:
+async def chat_hook(chat_source: str, request: Request) -> JSONResponse:
     """A chat transcript as JSON (schema: connectors.chat.ChatTranscript); later deliveries thread on."""
     try:
-        return await _chat(chat_source, request, signature)
+        return await _chat(chat_source, request)
     except HTTPException as error:
         return _problem(error)
 
 
-async def _form(form_id: str, request: Request, signature: str | None) -> JSONResponse:
+async def _form(form_id: str, request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     body = await _read_capped(request, settings.hooks.max_body_bytes)
-    _verify(settings, f"form:{form_id}", body, signature)
+    _verify(request, f"form:{form_id}", body)
     data = _decode_form(request.headers.get("content-type", ""), body)
     data.setdefault("form_id", form_id)
     try:
@@ -131,15 +140,19 @@ async def _form(form_id: str, request: Request, signature: str | None) -> JSONRe
     key = submission.submission_id or hashlib.sha256(payload).hexdigest()[:32]
     source = f"hook:form:{form_id}"
     record = RawRecordIn(
-        source=source, channel=Channel.FORM, external_key=key, payload=payload, received_at=utcnow()
+        source=source,
+        channel=Channel.FORM,
+        external_key=key,
+        payload=payload,
+        received_at=request.app.state.clock(),
     )
     return _accepted(source, key, _store(request, record))
 
 
-async def _chat(chat_source: str, request: Request, signature: str | None) -> JSONResponse:
+async def _chat(chat_source: str, request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     body = await _read_capped(request, settings.hooks.max_body_bytes)
-    _verify(settings, f"chat:{chat_source}", body, signature)
+    _verify(request, f"chat:{chat_source}", body)
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -155,7 +168,11 @@ async def _chat(chat_source: str, request: Request, signature: str | None) -> JS
     key = f"{transcript.conversation_id}:{hashlib.sha256(payload).hexdigest()[:16]}"
     source = f"hook:chat:{chat_source}"
     record = RawRecordIn(
-        source=source, channel=Channel.CHAT, external_key=key, payload=payload, received_at=utcnow()
+        source=source,
+        channel=Channel.CHAT,
+        external_key=key,
+        payload=payload,
+        received_at=request.app.state.clock(),
     )
     return _accepted(source, key, _store(request, record))
 

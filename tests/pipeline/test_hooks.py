@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -12,15 +13,18 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from app.hooks import SIGNATURE_HEADER, sign
+from app.hooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, signed_headers
 from app.web import create_app
 from config.settings import HooksSettings, Settings
+from connectors.webhooks.base import hmac_hex
 from store.db import make_engine, make_session_factory, upgrade_schema
 from store.tables import RawRecord
 from tests.builders import chat_json, form_json
 
 FORM_SECRET = "form-secret-for-tests"
 CHAT_SECRET = "chat-secret-for-tests"
+# The app's clock: any day works, the signatures are made for it.
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -39,15 +43,20 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings, clock=lambda: NOW)) as test_client:
         yield test_client
 
 
 def post(
-    client: TestClient, path: str, body: bytes, secret: str, content_type: str = "application/json"
+    client: TestClient,
+    path: str,
+    body: bytes,
+    secret: str,
+    content_type: str = "application/json",
+    at: datetime = NOW,
 ) -> object:
     return client.post(
-        path, content=body, headers={"content-type": content_type, SIGNATURE_HEADER: sign(secret, body)}
+        path, content=body, headers={"content-type": content_type, **signed_headers(secret, body, at)}
     )
 
 
@@ -79,10 +88,34 @@ def test_urlencoded_form_post(client: TestClient, settings: Settings) -> None:
 
 def test_bad_or_missing_signature_is_401(client: TestClient, settings: Settings) -> None:
     body = form_json()
-    wrong = client.post("/hooks/forms/contact", content=body, headers={SIGNATURE_HEADER: sign("guess", body)})
+    wrong = client.post("/hooks/forms/contact", content=body, headers=signed_headers("guess", body, NOW))
     missing = client.post("/hooks/forms/contact", content=body)
-    assert wrong.status_code == missing.status_code == 401
+    stamp = str(int(NOW.timestamp()))
+    # The old body-only signature, which did not cover the timestamp, is refused.
+    body_only = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "sha256=" + hmac_hex(FORM_SECRET, body)}
+    unstamped = client.post("/hooks/forms/contact", content=body, headers=body_only)
+    assert wrong.status_code == missing.status_code == unstamped.status_code == 401
+    assert TIMESTAMP_HEADER in missing.json()["detail"]
     assert raw_rows(settings) == []
+
+
+def test_stale_or_replayed_signature_is_401_and_stored_nowhere(
+    client: TestClient, settings: Settings
+) -> None:
+    body = form_json(submission_id="s-2")
+    stale = post(client, "/hooks/forms/contact", body, FORM_SECRET, at=NOW - timedelta(minutes=6))
+    ahead = post(
+        client, "/hooks/chat/webchat", chat_json("c-1", ("hi",)), CHAT_SECRET, at=NOW + timedelta(minutes=6)
+    )
+    assert stale.status_code == ahead.status_code == 401  # type: ignore[attr-defined]
+    assert "5 minutes" in stale.json()["detail"]  # type: ignore[attr-defined]
+    # A signature made for one timestamp does not verify under another.
+    headers = signed_headers(FORM_SECRET, body, NOW)
+    headers[TIMESTAMP_HEADER] = str(int(NOW.timestamp()) + 1)
+    assert client.post("/hooks/forms/contact", content=body, headers=headers).status_code == 401
+    assert raw_rows(settings) == []
+    within = post(client, "/hooks/forms/contact", body, FORM_SECRET, at=NOW - timedelta(minutes=4))
+    assert within.status_code == 202  # type: ignore[attr-defined]
 
 
 def test_unknown_source_is_404(client: TestClient) -> None:
