@@ -156,8 +156,8 @@ def free_port() -> int:
         return port
 
 
-def start_server(url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
+def server_environment(url: str, home: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "TRIAGE_DATABASE_URL": url,
         "TRIAGE_HOME": str(home),
@@ -165,6 +165,13 @@ def start_server(url: str, home: Path, port: int) -> subprocess.Popen[bytes]:
         "TRIAGE_WEB__SECURE_COOKIES": "false",
         "PYTHONPATH": str(ROOT),
     }
+
+
+def start_server(
+    url: str, home: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """uvicorn serving the app on 127.0.0.1:`port`, once /healthz answers (env: the whole environment)."""
+    env = env or server_environment(url, home)
     command = [
         sys.executable,
         "-m",

@@ -7,9 +7,6 @@ on httpx's transport that answers the documented batch-read endpoint: a live por
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +26,7 @@ from pipeline.hook_fetches import fetch_waiting
 from pipeline.process import PipelineContext, process_pending
 from store.db import make_engine, make_session_factory, upgrade_schema
 from store.tables import Enquiry, EnquiryMessage, HookFetch, RawRecord
+from tests.support.webhook_signing import tool_headers
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks"
 SECRETS = {
@@ -51,34 +49,8 @@ def signed(
     tool: str, path: str, body: bytes, *, at: datetime = NOW, secret: str | None = None
 ) -> dict[str, str]:
     """The headers `tool` sends with `body`, signed as its documentation says."""
-    key = (secret or SECRETS[f"{tool}:{path.rsplit('/', 1)[-1]}"]).encode()
-    if tool == "typeform":
-        digest = base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
-        return {"Typeform-Signature": f"sha256={digest}"}
-    if tool == "webflow":
-        ms = str(int(at.timestamp() * 1000))
-        return {
-            "x-webflow-timestamp": ms,
-            "x-webflow-signature": hmac.new(key, ms.encode() + b":" + body, hashlib.sha256).hexdigest(),
-        }
-    if tool == "hubspot":
-        ms = str(int(at.timestamp() * 1000))
-        message = b"POST" + (PUBLIC_URL + path).encode() + body + ms.encode()
-        return {
-            "X-HubSpot-Request-Timestamp": ms,
-            "X-HubSpot-Signature-v3": base64.b64encode(
-                hmac.new(key, message, hashlib.sha256).digest()
-            ).decode(),
-        }
-    if tool == "intercom":
-        return {"X-Hub-Signature": "sha1=" + hmac.new(key, body, hashlib.sha1).hexdigest()}
-    seconds = str(int(at.timestamp()))
-    return {
-        "X-Chatwoot-Timestamp": seconds,
-        "X-Chatwoot-Signature": "sha256="
-        + hmac.new(key, seconds.encode() + b"." + body, hashlib.sha256).hexdigest(),
-        "X-Chatwoot-Delivery": hashlib.sha256(body).hexdigest()[:20],
-    }
+    key = secret or SECRETS[f"{tool}:{path.rsplit('/', 1)[-1]}"]
+    return tool_headers(tool, url=PUBLIC_URL + path, body=body, secret=key, at=at)
 
 
 @pytest.fixture
