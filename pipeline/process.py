@@ -136,32 +136,92 @@ def process_pending(
                     )
                 )
         ahead: _Ahead | None = None
+        # SQLite has one write lock for the whole database and a claim takes it: parse and classify
+        # before claiming, so web hooks and review pages that write meanwhile wait only for the batch's
+        # writes, not for its parsing. PostgreSQL's claim locks rows only, so it claims first.
+        prepare_first = factory.kw["bind"].dialect.name == "sqlite"
         while max_batches is None or summary.batches < max_batches:
+            early: _Early | None = None
+            if prepare_first:
+                early, ahead = _prepare_before_claim(
+                    factory, preparer, pool, ahead, context, batch_size, summary
+                )
+                if early is None:
+                    break
             with transaction(factory) as session:
                 records = raw.claim_pending(session, limit=batch_size)
                 if not records:
                     break
                 ids = [record.id for record in records]
-                ready = ahead if ahead is not None and ahead.ids == ids else None
-                ahead = None
-                if pool is not None:  # the workers start on the next batch while this one is written
-                    upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
-                    if upcoming:
-                        ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
-                if ready is not None:
-                    waiting = time.perf_counter()
-                    prepared = ready.results(summary)
-                    # How long this process waited for the workers: large when they cannot keep up.
-                    summary.stage_seconds["wait_for_workers"] += time.perf_counter() - waiting
+                if early is not None:
+                    # Another process took some of the peeked rows: prepare what was claimed, here.
+                    prepared = (
+                        early.prepared if early.ids == ids else _prepare_here(records, preparer, summary)
+                    )
                 else:
-                    # The first batch (the workers are still starting), or another worker took some of
-                    # the rows prepared ahead: prepare it here.
-                    prepared = _prepare_here(records, preparer, summary)
+                    ready = ahead if ahead is not None and ahead.ids == ids else None
+                    ahead = None
+                    if pool is not None:  # the workers start on the next batch while this one is written
+                        upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
+                        if upcoming:
+                            ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
+                    if ready is not None:
+                        prepared = _wait_for(ready, summary)
+                    else:
+                        # The first batch (the workers are still starting), or another worker took
+                        # some of the rows prepared ahead: prepare it here.
+                        prepared = _prepare_here(records, preparer, summary)
                 process_batch(session, records, context, summary, prepared)
             summary.batches += 1
             if on_batch is not None:
                 on_batch(len(records))
     return summary
+
+
+@dataclass
+class _Early:
+    """A batch prepared from a peek, before the claim that confirms it."""
+
+    ids: list[int]
+    prepared: list[Prepared]
+
+
+def _prepare_before_claim(
+    factory: sessionmaker[Session],
+    preparer: Preparer,
+    pool: ProcessPoolExecutor | None,
+    ahead: _Ahead | None,
+    context: PipelineContext,
+    batch_size: int,
+    summary: ProcessSummary,
+) -> tuple[_Early | None, _Ahead | None]:
+    """Peek the next batch (no lock), hand the one after it to the workers, and prepare this one."""
+    with factory() as session:
+        peeked = raw.peek_pending(session, after_id=0, limit=batch_size)
+        upcoming = (
+            raw.peek_pending(session, after_id=peeked[-1].id, limit=batch_size)
+            if peeked and pool is not None
+            else []
+        )
+    if not peeked:
+        return None, None
+    ids = [record.id for record in peeked]
+    current = ahead if ahead is not None and ahead.ids == ids else None
+    following = (
+        _Ahead.submit(pool, upcoming, context.parse_workers) if pool is not None and upcoming else None
+    )
+    prepared = (
+        _wait_for(current, summary) if current is not None else _prepare_here(peeked, preparer, summary)
+    )
+    return _Early(ids, prepared), following
+
+
+def _wait_for(ahead: _Ahead, summary: ProcessSummary) -> list[Prepared]:
+    waiting = time.perf_counter()
+    prepared = ahead.results(summary)
+    # How long this process waited for the workers: large when they cannot keep up.
+    summary.stage_seconds["wait_for_workers"] += time.perf_counter() - waiting
+    return prepared
 
 
 PreparedChunk = tuple[list[Prepared], dict[str, float]]
