@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from connectors.chat import ChatTranscript
@@ -85,15 +89,33 @@ def _verify(request: Request, source_key: str, body: bytes) -> None:
 def _store(request: Request, record: RawRecordIn) -> bool:
     """Store the record; False when this source key was stored before (a re-delivery)."""
     factory = request.app.state.session_factory
-    with transaction(factory) as session:
-        stored = raw.save_batch(
-            session,
-            [record],
-            source=record.source,
-            state={"last_received_at": record.received_at.isoformat()},
-            now=record.received_at,
-        )
+    with _writer(factory), transaction(factory) as session:
+        stored = raw.save_deliveries(session, [record], source=record.source, now=record.received_at)
     return stored == 1
+
+
+def _store_events(
+    factory: sessionmaker[Session],
+    source: str,
+    direct: list[RawRecordIn],
+    to_fetch: list[tuple[str, bytes]],
+    now: datetime,
+) -> int:
+    with _writer(factory), transaction(factory) as session:
+        stored = raw.save_deliveries(session, direct, source=source, now=now)
+        waiting = hook_fetches.save_events(session, source=source, events=to_fetch, received_at=now)
+    return stored + waiting
+
+
+# The stores run in the thread pool, so one delivery's commit (an fsync on PostgreSQL) never holds up
+# the event loop, and on PostgreSQL concurrent deliveries commit side by side. SQLite has one write
+# lock: there the threads take turns on this lock instead of in SQLite's busy handler, which sleeps
+# in steps of up to 100 ms before it looks again.
+_SQLITE_WRITER = threading.Lock()
+
+
+def _writer(factory: sessionmaker[Session]) -> AbstractContextManager[object]:
+    return _SQLITE_WRITER if factory.kw["bind"].dialect.name == "sqlite" else nullcontext()
 
 
 def _accepted(source: str, key: str, stored: bool) -> JSONResponse:
@@ -146,7 +168,7 @@ async def _form(form_id: str, request: Request) -> JSONResponse:
         payload=payload,
         received_at=request.app.state.clock(),
     )
-    return _accepted(source, key, _store(request, record))
+    return _accepted(source, key, await run_in_threadpool(_store, request, record))
 
 
 async def _chat(chat_source: str, request: Request) -> JSONResponse:
@@ -174,7 +196,7 @@ async def _chat(chat_source: str, request: Request) -> JSONResponse:
         payload=payload,
         received_at=request.app.state.clock(),
     )
-    return _accepted(source, key, _store(request, record))
+    return _accepted(source, key, await run_in_threadpool(_store, request, record))
 
 
 @router.post("/{tool}/{source_name}")
@@ -218,13 +240,9 @@ async def _tool_hook(tool: str, source_name: str, request: Request) -> JSONRespo
         if not e.needs_fetch
     ]
     to_fetch = [(e.key, e.payload) for e in events if e.needs_fetch]
-    factory = request.app.state.session_factory
-    with transaction(factory) as session:
-        stored = raw.save_batch(
-            session, direct, source=source, state={"last_received_at": now.isoformat()}, now=now
-        )
-        waiting = hook_fetches.save_events(session, source=source, events=to_fetch, received_at=now)
-    new = stored + waiting
+    new = await run_in_threadpool(
+        _store_events, request.app.state.session_factory, source, direct, to_fetch, now
+    )
     return JSONResponse(
         {"accepted": len(events), "new": new, "duplicates": len(events) - new, "source": source},
         status_code=status.HTTP_200_OK,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,11 +14,19 @@ from models.records import RawRecordIn, RawStatus
 from store.common import for_update_skip_locked, insert_ignore, update_by_id
 from store.tables import Quarantine, RawRecord, SourceCheckpoint
 
+DELIVERY_MARK_EVERY = timedelta(seconds=10)
+
 
 def save_batch(
-    session: Session, records: Sequence[RawRecordIn], *, source: str, state: dict[str, Any], now: datetime
+    session: Session,
+    records: Sequence[RawRecordIn],
+    *,
+    source: str,
+    state: dict[str, Any] | None,
+    now: datetime,
 ) -> int:
-    """Store records not seen before and move the source's checkpoint, in the caller's transaction."""
+    """Store records not seen before and move the source's checkpoint (unless `state` is None), in the
+    caller's transaction."""
     rows = [
         {
             "source": record.source,
@@ -33,7 +41,28 @@ def save_batch(
         for record in records
     ]
     inserted = insert_ignore(session, RawRecord, rows, conflict=["source", "external_key"])
-    set_checkpoint(session, source, state, now=now)
+    if state is not None:
+        set_checkpoint(session, source, state, now=now)
+    return inserted
+
+
+def save_deliveries(session: Session, records: Sequence[RawRecordIn], *, source: str, now: datetime) -> int:
+    """Store web-hook deliveries not seen before; the source's 'last delivery' moves at most every
+    10 s, so concurrent deliveries never queue on that one row's lock (each would wait for the other's
+    commit, one fsync after another)."""
+    inserted = save_batch(session, records, source=source, state=None, now=now)
+    state = {"last_received_at": now.isoformat()}
+    insert_ignore(
+        session,
+        SourceCheckpoint,
+        [{"source": source, "state": state, "updated_at": now}],
+        conflict=["source"],
+    )
+    session.execute(
+        sa.update(SourceCheckpoint)
+        .where(SourceCheckpoint.source == source, SourceCheckpoint.updated_at < now - DELIVERY_MARK_EVERY)
+        .values(state=state, updated_at=now)
+    )
     return inserted
 
 
