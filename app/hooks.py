@@ -37,9 +37,11 @@ from connectors.webhooks.base import (
     HookRequest,
     SignatureRejected,
     hmac_hex,
+    load_json,
     require_equal,
     require_fresh,
 )
+from models.errors import SkippableError
 from models.records import Channel, RawRecordIn
 from store import hook_fetches, raw
 from store.db import transaction
@@ -160,27 +162,14 @@ async def _form(form_id: str, request: Request) -> JSONResponse:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_problems(error)) from error
     payload = json.dumps(submission.model_dump(mode="json", exclude_none=True), ensure_ascii=False).encode()
     key = submission.submission_id or hashlib.sha256(payload).hexdigest()[:32]
-    source = f"hook:form:{form_id}"
-    record = RawRecordIn(
-        source=source,
-        channel=Channel.FORM,
-        external_key=key,
-        payload=payload,
-        received_at=request.app.state.clock(),
-    )
-    return _accepted(source, key, await run_in_threadpool(_store, request, record))
+    return await _store_one(request, f"hook:form:{form_id}", Channel.FORM, key, payload)
 
 
 async def _chat(chat_source: str, request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     body = await _read_capped(request, settings.hooks.max_body_bytes)
     _verify(request, f"chat:{chat_source}", body)
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}"
-        ) from error
+    data = _json_body(body)
     try:
         transcript = ChatTranscript.model_validate(data)
     except ValidationError as error:
@@ -188,15 +177,28 @@ async def _chat(chat_source: str, request: Request) -> JSONResponse:
     payload = json.dumps(transcript.model_dump(mode="json"), ensure_ascii=False).encode()
     # The same conversation with more messages is a new record (it threads); an identical resend is not.
     key = f"{transcript.conversation_id}:{hashlib.sha256(payload).hexdigest()[:16]}"
-    source = f"hook:chat:{chat_source}"
+    return await _store_one(request, f"hook:chat:{chat_source}", Channel.CHAT, key, payload)
+
+
+async def _store_one(
+    request: Request, source: str, channel: Channel, key: str, payload: bytes
+) -> JSONResponse:
     record = RawRecordIn(
         source=source,
-        channel=Channel.CHAT,
+        channel=channel,
         external_key=key,
         payload=payload,
         received_at=request.app.state.clock(),
     )
     return _accepted(source, key, await run_in_threadpool(_store, request, record))
+
+
+def _json_body(body: bytes) -> Any:
+    """Bounded JSON (nesting and integer digits capped, as for the tools' hooks): a 422, never a 500."""
+    try:
+        return load_json(body, tool="body")
+    except SkippableError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
 
 
 @router.post("/{tool}/{source_name}")
@@ -263,12 +265,7 @@ def _decode_form(content_type: str, body: bytes) -> dict[str, Any]:
             return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
         except UnicodeDecodeError as error:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: not UTF-8") from error
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"body: not valid JSON: {error}"
-        ) from error
+    data = _json_body(body)
     if not isinstance(data, dict):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body: must be a JSON object")
     return data

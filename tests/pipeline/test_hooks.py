@@ -147,3 +147,19 @@ def test_chat_continuation_is_a_new_record_identical_resend_is_not(
     codes = [post(client, "/hooks/chat/webchat", b, CHAT_SECRET).status_code for b in (first, first, longer)]  # type: ignore[attr-defined]
     assert codes == [202, 202, 202]
     assert len(raw_rows(settings)) == 2
+
+
+def test_hostile_json_is_422_or_kept_as_text_never_500(client: TestClient, settings: Settings) -> None:
+    deep_form = b'{"email": "a@b.co", "message": "hello there", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    deep_chat = b"[" * 1500 + b"]" * 1500
+    deep = [
+        post(client, "/hooks/forms/contact", deep_form, FORM_SECRET),
+        post(client, "/hooks/chat/webchat", deep_chat, CHAT_SECRET),
+    ]
+    assert [a.status_code for a in deep] == [422, 422]  # type: ignore[attr-defined]
+    assert "nested 1001 levels" in deep[0].json()["detail"]  # type: ignore[attr-defined]
+    assert raw_rows(settings) == []
+    digits = "9" * 4000
+    body = f'{{"email": "a@b.co", "message": "hello there", "employees": {digits}}}'.encode()
+    assert post(client, "/hooks/forms/contact", body, FORM_SECRET).status_code == 202  # type: ignore[attr-defined]
+    assert digits in raw_rows(settings)[0].payload.decode()
