@@ -182,6 +182,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
     parser.add_argument("--no-pipeline", action="store_true", help="measure the hooks alone")
+    parser.add_argument(
+        "--batch-size", type=int, help="the pipeline's TRIAGE_BATCH_SIZE (default: the product's, 500)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
@@ -191,6 +194,8 @@ def main() -> None:
         prepare(url)
         port = free_port()
         env = environment(url, home, port)
+        if args.batch_size:
+            env["TRIAGE_BATCH_SIZE"] = str(args.batch_size)
         server = start_server(url, home, port, env)
         pipeline = None if args.no_pipeline else start_pipeline_loop(env)
         try:
@@ -211,6 +216,7 @@ def main() -> None:
         {
             "backend": url.split(":", 1)[0],
             "pipeline_running": pipeline is not None,
+            "pipeline_batch_size": args.batch_size or 500,
             "raw_records_stored": stored,
             "enquiries_made_meanwhile": enquiries,
             "server_peak_mb": round(memory.peak_mb, 1),
