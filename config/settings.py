@@ -85,6 +85,35 @@ class WebSettings(BaseModel):
     secure_cookies: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    session_idle_minutes: float = Field(
+        default=30.0, gt=0, description="A session unused this long ends (logged out server-side)."
+    )
+    session_max_hours: float = Field(
+        default=12.0, gt=0, description="A session ends this long after login, however busy."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="Largest request body any route reads (web hooks: hooks.max_body_bytes if larger).",
+    )
+    login_max_body_bytes: int = Field(
+        default=8 * 1024, ge=1024, description="Largest request body /login reads (anonymous)."
+    )
+    max_concurrent_hashes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password hashes (argon2id, 64 MiB each) computed at once per process; more wait.",
+    )
+    login_free_failures: int = Field(
+        default=3, ge=1, description="Wrong passwords for one account before each try must wait."
+    )
+    address_free_failures: int = Field(
+        default=20, ge=1, description="Failed logins from one client address before each try must wait."
+    )
+    login_max_delay_seconds: float = Field(
+        default=900.0, gt=0, description="The longest wait the login throttle imposes (never a lockout)."
+    )
 
 
 class ScheduleSettings(BaseModel):

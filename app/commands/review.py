@@ -281,18 +281,59 @@ def set_user(
     print(f"user {name} {'away' if away else 'back'}")
 
 
-@users_app.command("deactivate")
-def deactivate_user(name: str) -> None:
-    """Stop an account from logging in; its open sessions end on their next request."""
-    from store import review_repo
+def _set_active(name: str, active: bool) -> int:
+    from review import auth
 
     with _session() as session:
-        user = review_repo.get_user(session, name)
-        if user is None:
-            _fail(f"no user named {name!r}", as_json=False)
-        user.active = False
+        try:
+            auth.set_active(session, name, active)
+        except auth.AccountError as error:
+            _fail(str(error), as_json=False)
+        ended = 0 if active else auth.end_user_sessions(session, name)
         session.commit()
-    print(f"user {name} deactivated")
+    return ended
+
+
+@users_app.command("disable")
+def disable_user(name: str) -> None:
+    """Stop an account from logging in and end its open sessions at once."""
+    _set_active(name, False)
+    print(f"user {name} disabled; their sessions are ended")
+
+
+@users_app.command("deactivate", hidden=True)
+def deactivate_user(name: str) -> None:
+    """The old name of `triage users disable`."""
+    _set_active(name, False)
+    print(f"user {name} deactivated; their sessions are ended")
+
+
+@users_app.command("enable")
+def enable_user(name: str) -> None:
+    """Let a disabled account log in again (with its old password)."""
+    _set_active(name, True)
+    print(f"user {name} enabled")
+
+
+@users_app.command("passwd")
+def change_password(
+    name: str,
+    password: Annotated[
+        str | None, typer.Option(help="Prompted for (hidden, twice) when omitted; avoid it in shell history.")
+    ] = None,
+) -> None:
+    """Set a new password; every session of the user ends at once (they log in again)."""
+    from review import auth
+
+    if password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with _session() as session:
+        try:
+            auth.change_password(session, name, password)
+        except auth.AccountError as error:
+            _fail(str(error), as_json=False)
+        session.commit()
+    print(f"password of {name} changed; their sessions are ended")
 
 
 @users_app.command("list")
