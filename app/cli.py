@@ -497,16 +497,25 @@ _mount_groups()
 
 def main() -> None:
     """Entry point: clear one-line errors for people, exit codes for scripts."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from config.settings import describe_settings_error
+
     try:
         app()
     except ConfigError as error:
-        console.print(f"[red]configuration error:[/] {error}")
-        raise SystemExit(2) from error
+        console.print(f"[red]configuration error:[/] {escape(str(error))}")
+        raise SystemExit(2) from None
+    except (ValidationError, SettingsError) as error:
+        # Settings() read from the environment: name the fields, never the values (or a traceback).
+        console.print(f"[red]configuration error:[/] {escape(describe_settings_error(error))}")
+        raise SystemExit(2) from None
     except FatalError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise SystemExit(1) from error
     except TriageError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise SystemExit(1) from error
 
 

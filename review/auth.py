@@ -17,11 +17,9 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import math
 import os
 import secrets
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from config.settings import Settings
+from config.settings import Settings, secret_strength_problem
 from models.errors import ConfigError, TriageError
 from store import review_repo, web_sessions
 from store.common import Clock, utcnow
@@ -50,9 +48,6 @@ TOUCH_EVERY = timedelta(seconds=60)
 FORGET_FAILURES_AFTER = timedelta(hours=24)
 # How long a login waits for a free hashing slot before the server says it is busy.
 HASH_WAIT_SECONDS = 10.0
-# Production secret keys: at least this long and this many bits by a character-frequency estimate.
-MIN_SECRET_CHARS = 32
-MIN_SECRET_BITS = 128.0
 
 # argon2-cffi's default profile (RFC 9106 low-memory: t=3, m=64 MiB, p=4).
 _hasher = PasswordHasher()
@@ -151,24 +146,6 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
         user.password_hash = hash_password(password)
         session.flush()
     return user
-
-
-def secret_strength_problem(value: str) -> str | None:
-    """Why `value` is too weak to sign sessions or key hashes in production, or None if it is fine.
-
-    Length and an entropy estimate (characters' frequencies times the length), not a list of words:
-    `Changeme1` is too short, 40 repetitions of `ab` carry too few bits.
-    """
-    if len(value) < MIN_SECRET_CHARS:
-        return f"is {len(value)} characters long; use at least {MIN_SECRET_CHARS} random characters"
-    counts = Counter(value)
-    per_char = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
-    if per_char * len(value) < MIN_SECRET_BITS or len(counts) < 12:
-        return (
-            "looks too regular to be random; generate one with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
-        )
-    return None
 
 
 def load_secret_key(settings: Settings) -> str:
