@@ -34,6 +34,7 @@ from starlette.templating import Jinja2Templates
 from config.settings import Settings
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
+from review.display import jinja_finalize
 from store import flags, review_repo
 from store.common import utcnow
 from store.tables import ModelVersion
@@ -42,14 +43,16 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
-# Ids are 64-bit integers in the database: a larger one is a 422, never an overflow in the driver.
-ItemId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+# Item ids are INTEGER columns (32-bit on PostgreSQL): a larger id is a 422, never an overflow (a 500).
+ItemId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
 _environment = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    # Every `{{ }}` string shows bidi and other invisible controls as visible <U+XXXX> (review.display).
+    finalize=jinja_finalize,
 )
 _environment.filters["time_left"] = service.format_time_left
 _environment.filters["utc"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"

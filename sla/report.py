@@ -27,6 +27,7 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from connectors.notify import Attachment, Notification, NotifySettings, SmtpNotifier
+from review.display import csv_cell, jinja_finalize
 from sla.calendar import business_minutes_between
 from sla.policies import SlaPolicies
 from store import sla_repo
@@ -329,6 +330,7 @@ def render_html(data: ReportData) -> str:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html", "j2"]),
         keep_trailing_newline=True,
+        finalize=jinja_finalize,  # invisible and bidi controls shown as <U+XXXX>
     )
     environment.filters["minutes"] = format_minutes
     environment.filters["share"] = format_share
@@ -364,21 +366,16 @@ def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
                 if fact.stopped_at is not None and policy is not None
                 else ""
             )
-            writer.writerow(
-                [
-                    fact.enquiry_id, fact.policy, fact.channel, fact.intent, fact.queue,
-                    _cell(fact.owner or fact.stopped_by or ""),
-                    fact.started_at.isoformat(), fact.due_at.isoformat(),
-                    fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
-                    int(is_breached(fact, data.generated_at)), minutes,
-                ]
-            )  # fmt: skip
+            row = [
+                fact.enquiry_id, fact.policy, fact.channel, fact.intent, fact.queue,
+                fact.owner or fact.stopped_by or "",
+                fact.started_at.isoformat(), fact.due_at.isoformat(),
+                fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
+                int(is_breached(fact, data.generated_at)), minutes,
+            ]  # fmt: skip
+            # Every text cell: a spreadsheet runs one starting with = + - @ as a formula (OWASP).
+            writer.writerow([csv_cell(value) for value in row])
     return len(data.facts)
-
-
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with these as a formula; a leading quote keeps it text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def send_weekly_report(

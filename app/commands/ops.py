@@ -17,9 +17,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.errors import ConfigError
+from review.display import SafeTable, csv_cell
 
 policy_app = typer.Typer(
     help="The decision matrix: which tasks may be automated, scored and owned.", no_args_is_help=True
@@ -91,7 +91,8 @@ def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     if as_json:
         typer.echo(json.dumps({"policy_version": policy.version, "tasks": rows}, indent=2))
         return
-    table = Table("task", "matrix", "sum", "lane", "owner", "review SLA", title=f"policy {policy.version}")
+    columns = ("task", "matrix", "sum", "lane", "owner", "review SLA")
+    table = SafeTable(*columns, title=f"policy {policy.version}")
     for row in rows:
         table.add_row(
             *(str(row[key]) for key in ("task", "matrix", "sum", "matrix_lane", "owner", "review_sla"))
@@ -205,8 +206,12 @@ def audit_export(
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
                 writer.writeheader()
                 for row in rows:
+                    # Every cell (actor, raw identities, reasons...): no formula a spreadsheet would run.
                     writer.writerow(
-                        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+                        {
+                            k: csv_cell(json.dumps(v) if isinstance(v, list | dict) else v)
+                            for k, v in row.items()
+                        }
                     )
                     count += 1
     finally:
