@@ -51,7 +51,9 @@ def _runtime() -> Any:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    return Runtime(Settings())
+    settings = Settings()
+    settings.ensure_home()  # 0700 before anything (the database) is created in it
+    return Runtime(settings)
 
 
 def emit(data: Any, as_json: bool) -> None:

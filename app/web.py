@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fa
     """
     settings = settings or Settings()
     if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.ensure_home()
     engine = make_engine(settings.effective_database_url)
     refresh_sqlite_statistics(engine)
     app = FastAPI(title="enquiry-triage", docs_url=None, redoc_url=None, openapi_url=None)

@@ -239,6 +239,12 @@ class Settings(BaseSettings):
         """The single TRIAGE_IMAP__* mailbox, if set, followed by TRIAGE_MAILBOXES."""
         return ([self.imap] if self.imap else []) + list(self.mailboxes)
 
+    def ensure_home(self) -> Path:
+        """Create TRIAGE_HOME readable by its owner only (0700), tightening an existing wider one: it
+        holds the SQLite database (password hashes, personal data), keys and models."""
+        make_private_dir(self.home)
+        return self.home
+
     @cached_property
     def models_dir(self) -> Path:
         return self.home / "models"
@@ -250,6 +256,13 @@ class Settings(BaseSettings):
     @cached_property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) readable by its owner only (0700); tighten it if it exists wider."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def describe_settings_error(error: Exception) -> str:

@@ -31,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from config.settings import Settings, secret_strength_problem
+from config.settings import Settings, make_private_dir, secret_strength_problem
 from models.errors import ConfigError, TriageError
 from store import review_repo, web_sessions
 from store.common import Clock, utcnow
@@ -173,13 +173,6 @@ def load_secret_key(settings: Settings) -> str:
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
         handle.write(key)
     return key
-
-
-def make_private_dir(path: Path) -> None:
-    """Create `path` (and parents) readable by its owner only (0700); tighten it if it exists wider."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
 
 
 # --- the login throttle -----------------------------------------------------------------------------

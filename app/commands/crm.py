@@ -33,7 +33,9 @@ def _open() -> tuple[Settings, sessionmaker[Session]]:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
+    settings = Settings()
+    settings.ensure_home()
+    runtime = Runtime(settings)  # the same composition as every command: home, engine, migrations
     return runtime.settings, runtime.factory
 
 

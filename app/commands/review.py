@@ -42,7 +42,9 @@ def _session() -> Iterator[Session]:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    runtime = Runtime(Settings())
+    settings = Settings()
+    settings.ensure_home()
+    runtime = Runtime(settings)
     try:
         with runtime.factory() as session:
             yield session

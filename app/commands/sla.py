@@ -43,7 +43,9 @@ PolicyFileOption = Annotated[
 def _settings() -> Settings:
     from config.settings import Settings
 
-    return Settings()
+    settings = Settings()
+    settings.ensure_home()
+    return settings
 
 
 def _policies(path: Path | None, settings: Settings | None = None) -> SlaPolicies:
