@@ -245,6 +245,16 @@ def record_failure(
     return wait
 
 
+def forget_stale(session: Session, settings: Settings, *, now: datetime) -> None:
+    """Housekeeping at each login: drop sessions past their lifetimes and throttle rows long quiet."""
+    web_sessions.delete_stale_sessions(
+        session,
+        idle_before=now - timedelta(minutes=settings.web.session_idle_minutes),
+        created_before=now - timedelta(hours=settings.web.session_max_hours),
+    )
+    web_sessions.delete_quiet_throttle_rows(session, before=now - FORGET_FAILURES_AFTER)
+
+
 def record_success(session: Session, name: str) -> None:
     """A right password clears the account's failures (the address keeps its own until they age)."""
     web_sessions.clear_throttle(session, _account_key(name))

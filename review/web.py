@@ -164,6 +164,7 @@ def login(
                 logger.warning("failed login for %r from %s", username[:100], address)
                 return _login_refused(request, session, delay, status_code=401)
             auth.record_success(session, user.name)
+            auth.forget_stale(session, request.app.state.settings, now=now)
             auth.start_session(request, session, user, now=now)
             session.commit()  # the session row, the cleared throttle and a rehashed password
     except auth.HashingBusyError as error:

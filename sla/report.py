@@ -27,7 +27,7 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from connectors.notify import Attachment, Notification, NotifySettings, SmtpNotifier
-from review.display import csv_cell, jinja_finalize
+from review.display import csv_cell, jinja_finalize, visible
 from sla.calendar import business_minutes_between
 from sla.policies import SlaPolicies
 from store import sla_repo
@@ -271,7 +271,8 @@ def slice_chart(slices: Sequence[Slice], *, label: str, width: int = 420, limit:
     ]
     for index, item in enumerate(shown):
         y = 5 + index * row
-        name = escape(item.key if len(item.key) <= 20 else item.key[:19] + "…")
+        key = visible(item.key)
+        name = escape(key if len(key) <= 20 else key[:19] + "…")
         parts.append(
             f'<text x="{left - 6}" y="{y + 14}" font-size="11" text-anchor="end">{name}</text>'
             f'<rect x="{left}" y="{y + 3}" width="{item.timers * scale:.1f}" height="14" '

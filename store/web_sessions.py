@@ -66,5 +66,15 @@ def locked_throttle_row(session: Session, key: str, *, now: datetime) -> LoginTh
     return row
 
 
+def delete_quiet_throttle_rows(session: Session, *, before: datetime) -> int:
+    """Drop throttle rows whose last failure and wait both ended before `before`."""
+    result = session.execute(
+        sa.delete(LoginThrottle).where(
+            LoginThrottle.last_failure_at < before, LoginThrottle.next_allowed_at < before
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def clear_throttle(session: Session, key: str) -> None:
     session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == key))

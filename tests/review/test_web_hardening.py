@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,7 @@ from app.commands.review import users_app
 from app.web import create_app
 from config.settings import Settings, WebSettings
 from review import auth
+from store.tables import WebSession
 from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users
 
 
@@ -247,6 +249,17 @@ def test_sessions_have_an_idle_and_an_absolute_lifetime(client: TestClient, cloc
         assert client.get("/review", follow_redirects=False).status_code == 200
     clock.advance(minutes=20)
     assert client.get("/review", follow_redirects=False).status_code == 303  # past 12 h since login
+
+
+def test_abandoned_sessions_are_deleted_at_the_next_login(
+    client: TestClient, clock: MovableClock, session_factory: sessionmaker[Session]
+) -> None:
+    _login(client)
+    client.cookies.clear()  # the browser went away without logging out
+    clock.advance(minutes=31)
+    _login(client, "sue")
+    with session_factory() as session:
+        assert session.scalars(sa.select(WebSession.user_name)).all() == ["sue"]
 
 
 # --- headers and plain HTTP -------------------------------------------------------------------------
