@@ -16,12 +16,12 @@ from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
 from models.errors import ConfigError, FatalError, TriageError
 from models.vocabulary import Channel
+from review.display import SafeTable, markup_safe
 
 # Heavy: imported by the commands that need them. Every `triage ...`, and every worker process of
 # `triage run` (it imports this module again), loads this module and all the command groups.
@@ -51,7 +51,9 @@ def _runtime() -> Any:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    return Runtime(Settings())
+    settings = Settings()
+    settings.ensure_home()  # 0700 before anything (the database) is created in it
+    return Runtime(settings)
 
 
 def emit(data: Any, as_json: bool) -> None:
@@ -78,7 +80,7 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Any]:
 
 
 def print_summary(summary: dict[str, Any], title: str) -> None:
-    table = Table(title=title, show_header=False)
+    table = SafeTable(title=title, show_header=False)
     for key, value in summary.items():
         if key == "accounting":
             continue
@@ -223,7 +225,7 @@ def run(
     errors = summary.get("source_errors") or {}
     if errors:  # the rest was processed; the run as a whole failed, and says which source
         for source, error in errors.items():
-            console.print(f"[red]source {escape(source)} could not be read:[/] {escape(error)}")
+            console.print(f"[red]source {markup_safe(source)} could not be read:[/] {markup_safe(error)}")
         raise SystemExit(1)
 
 
@@ -286,18 +288,18 @@ def status(as_json: JsonFlag = False) -> None:
         return
     out = Console()
     if paused:
-        out.print(f"[bold red]AUTOMATION PAUSED[/]: {escape(str(reason))}")
-    sources = Table(
+        out.print(f"[bold red]AUTOMATION PAUSED[/]: {markup_safe(reason)}")
+    sources = SafeTable(
         "source", "last attempt", "last success", "last new records", "last error", title="sources"
     )
     for item in data["sources"]:
         failing = item["ok"] is False
         sources.add_row(
-            escape(item["source"]),
+            item["source"],
             item["last_attempt_at"] or "—",
             item["last_success_at"] or "—",
             item["last_read"] or "—",
-            f"[red]{escape(item['last_error'])}[/]" if failing and item["last_error"] else "",
+            Text(item["last_error"], style="red") if failing and item["last_error"] else "",
         )
     out.print(sources)
     summary = {k: v for k, v in data.items() if k not in ("sources", "last_runs")}
@@ -365,7 +367,7 @@ def quarantine_list(
     if as_json:
         emit(data, True)
         return
-    table = Table("id", "channel", "source", "reason", "raw bytes")
+    table = SafeTable("id", "channel", "source", "reason", "raw bytes")
     for item in data:
         table.add_row(
             str(item["id"]),
@@ -393,7 +395,8 @@ def quarantine_show(
             raise typer.BadParameter(f"no quarantine row {quarantine_id}")
         record = raw.get_raw(session, row.raw_id)
         assert record is not None
-        console.print(f"[bold]{row.source}[/] key {record.external_key}: {row.reason}")
+        source, key, reason = (markup_safe(text) for text in (row.source, record.external_key, row.reason))
+        console.print(f"[bold]{source}[/] key {key}: {reason}")
         if raw_out is not None:
             raw_out.write_bytes(record.payload)
             console.print(f"raw bytes written to {raw_out}")
@@ -441,7 +444,7 @@ def automation_pause(
     runtime = _runtime()
     with transaction(runtime.factory) as session:
         set_automation_paused(session, True, reason=reason, by=by)
-    console.print(f"automation paused by {by}: {reason}")
+    console.print(f"automation paused by {markup_safe(by)}: {markup_safe(reason)}")
 
 
 @automation_app.command("resume")
@@ -453,7 +456,7 @@ def automation_resume(by: Annotated[str, typer.Option(help="Who is resuming it."
     runtime = _runtime()
     with transaction(runtime.factory) as session:
         set_automation_paused(session, False, reason="resumed", by=by)
-    console.print(f"automation resumed by {by}")
+    console.print(f"automation resumed by {markup_safe(by)}")
 
 
 @automation_app.command("status")
@@ -466,7 +469,7 @@ def automation_status(as_json: JsonFlag = False) -> None:
         paused, reason = automation_paused(session)
     emit({"paused": paused, "reason": reason}, as_json)
     if not as_json:
-        console.print(f"automation {'PAUSED: ' + str(reason) if paused else 'running'}")
+        console.print(f"automation {'PAUSED: ' + markup_safe(reason) if paused else 'running'}")
 
 
 def _mount_groups() -> None:
@@ -497,16 +500,25 @@ _mount_groups()
 
 def main() -> None:
     """Entry point: clear one-line errors for people, exit codes for scripts."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from config.settings import describe_settings_error
+
     try:
         app()
     except ConfigError as error:
-        console.print(f"[red]configuration error:[/] {error}")
-        raise SystemExit(2) from error
+        console.print(f"[red]configuration error:[/] {markup_safe(error)}")
+        raise SystemExit(2) from None
+    except (ValidationError, SettingsError) as error:
+        # Settings() read from the environment: name the fields, never the values (or a traceback).
+        console.print(f"[red]configuration error:[/] {markup_safe(describe_settings_error(error))}")
+        raise SystemExit(2) from None
     except FatalError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {markup_safe(error)}")
         raise SystemExit(1) from error
     except TriageError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {markup_safe(error)}")
         raise SystemExit(1) from error
 
 

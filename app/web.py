@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
@@ -34,11 +36,19 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
+# Sent over HTTPS only (a browser ignores it over plain HTTP, and it must not pin a test host).
+HSTS = "max-age=31536000"
 
 
 class SecurityHeadersMiddleware:
-    """Adds the security headers to every response, and `no-store` to pages (they show personal data)."""
+    """Adds the security headers to every response, and `no-store` to pages (they show personal data).
+
+    A route that sets one of these headers itself (the breach report's own CSP) keeps its value.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,6 +58,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         is_static = str(scope.get("path", "")).startswith("/static/")
+        is_https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -56,6 +67,8 @@ class SecurityHeadersMiddleware:
                 extra = dict(SECURITY_HEADERS)
                 if not is_static:
                     extra["cache-control"] = "no-store"
+                if is_https:
+                    extra["strict-transport-security"] = HSTS
                 for name, value in extra.items():
                     if name.encode() not in present:
                         headers.append((name.encode(), value.encode()))
@@ -63,6 +76,92 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """A request body went over its cap while it was being read (an HTTP 413 wherever it surfaces)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="The request body is too large.")
+
+
+class BodyLimitMiddleware:
+    """Caps every request body before the app reads it: a declared Content-Length over the cap is
+    refused with 413 at once, and a streamed (chunked) body is cut off as soon as it passes the cap.
+
+    `limit_for(path)` gives the cap per path (the anonymous /login gets a small one).
+    """
+
+    def __init__(self, app: ASGIApp, *, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(str(scope.get("path", "")))
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _too_large(send, 400, b"bad Content-Length")
+                    return
+                if declared > limit:
+                    await _too_large(send, 413, b"request body too large")
+                    return
+        received = 0
+        started = False
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLargeError()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, tracking_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+            await _too_large(send, 413, b"request body too large")
+
+
+async def _too_large(send: Send, status: int, text: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": text})
+
+
+def body_limits(settings: Settings) -> Callable[[str], int]:
+    """The body cap of each path: /login small, web hooks their own cap, everything else web's cap."""
+    login = settings.web.login_max_body_bytes
+    hooks = max(settings.hooks.max_body_bytes, settings.web.max_body_bytes)
+    default = settings.web.max_body_bytes
+
+    def limit_for(path: str) -> int:
+        if path == "/login":
+            return login
+        if path.startswith("/hooks/"):
+            return hooks
+        return default
+
+    return limit_for
 
 
 def refresh_sqlite_statistics(engine: sa.Engine) -> None:
@@ -89,7 +188,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fa
     """
     settings = settings or Settings()
     if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.ensure_home()
     engine = make_engine(settings.effective_database_url)
     refresh_sqlite_statistics(engine)
     app = FastAPI(title="enquiry-triage", docs_url=None, redoc_url=None, openapi_url=None)
@@ -118,6 +217,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fa
             return JSONResponse({"status": "error", "database": error.__class__.__name__}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limits(settings))
     app.add_middleware(SecurityHeadersMiddleware)
     return app
 

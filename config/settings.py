@@ -7,7 +7,9 @@ as '**********' and never reach logs.
 
 from __future__ import annotations
 
+import math
 import os
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,29 @@ from sla.policies import SlaSettings
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "defaults"
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "dev", "development"}
+# Production secret keys of our own: at least this long, and this many bits by a frequency estimate.
+MIN_SECRET_CHARS = 32
+MIN_SECRET_BITS = 128.0
+MIN_SECRET_DISTINCT = 12
+MIN_HOOK_SECRET_CHARS = 16
+
+
+def secret_strength_problem(value: str) -> str | None:
+    """Why `value` is too weak to sign sessions or key hashes in production, or None if it is fine.
+
+    Length and an entropy estimate (the characters' frequencies times the length), not a list of
+    words: `Changeme1` is too short, `abab...` or one repeated word carries too few bits.
+    """
+    if len(value) < MIN_SECRET_CHARS:
+        return f"is {len(value)} characters long; use at least {MIN_SECRET_CHARS} random characters"
+    counts = Counter(value)
+    per_char = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    if per_char * len(value) < MIN_SECRET_BITS or len(counts) < MIN_SECRET_DISTINCT:
+        return (
+            "looks too regular to be random; generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
+    return None
 
 
 class CrmSettings(BaseModel):
@@ -85,6 +110,35 @@ class WebSettings(BaseModel):
     secure_cookies: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
+    session_idle_minutes: float = Field(
+        default=30.0, gt=0, description="A session unused this long ends (logged out server-side)."
+    )
+    session_max_hours: float = Field(
+        default=12.0, gt=0, description="A session ends this long after login, however busy."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="Largest request body any route reads (web hooks: hooks.max_body_bytes if larger).",
+    )
+    login_max_body_bytes: int = Field(
+        default=8 * 1024, ge=1024, description="Largest request body /login reads (anonymous)."
+    )
+    max_concurrent_hashes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password hashes (argon2id, 64 MiB each) computed at once per process; more wait.",
+    )
+    login_free_failures: int = Field(
+        default=3, ge=1, description="Wrong passwords for one account before each try must wait."
+    )
+    address_free_failures: int = Field(
+        default=20, ge=1, description="Failed logins from one client address before each try must wait."
+    )
+    login_max_delay_seconds: float = Field(
+        default=900.0, gt=0, description="The longest wait the login throttle imposes (never a lockout)."
+    )
 
 
 class ScheduleSettings(BaseModel):
@@ -120,7 +174,10 @@ class ScheduleSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything configurable from the environment. Policy lives in YAML files under `policy_dir`."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_nested_delimiter="__", extra="ignore")
+    # Errors name the field, never its value: a value may be a password (a bad TRIAGE_MAILBOXES).
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = Field(default=Path(".triage"), description="Holds the SQLite database, models and reports.")
     database_url: str | None = Field(default=None, description="PostgreSQL URL; SQLite under home if unset.")
@@ -147,18 +204,25 @@ class Settings(BaseSettings):
     pseudonymisation_key: SecretStr | None = None
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Settings:
+    def _refuse_weak_secrets(self) -> Settings:
+        """Production needs real secrets: our own keys long and random enough (`secret_strength_problem`),
+        hook secrets (issued by the tools) at least set, not a placeholder and 16 characters or more."""
         if self.environment != "production":
             return self
-        secrets = [
-            ("web.secret_key", self.web.secret_key),
-            ("pseudonymisation_key", self.pseudonymisation_key),
-        ]
-        secrets += [(f"hooks.secrets.{name}", value) for name, value in self.hooks.secrets.items()]
-        for name, value in secrets:
-            if value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+        own = [("web.secret_key", self.web.secret_key), ("pseudonymisation_key", self.pseudonymisation_key)]
+        for name, value in own:
+            variable = f"TRIAGE_{name.upper().replace('.', '__')}"
+            if value is None:
+                raise ValueError(f"{variable} must be set to a real secret in production")
+            problem = secret_strength_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(f"{variable} {problem}")
+        for source, value in self.hooks.secrets.items():
+            text = value.get_secret_value().strip()
+            if text.lower() in PLACEHOLDER_SECRETS or len(text) < MIN_HOOK_SECRET_CHARS:
                 raise ValueError(
-                    f"TRIAGE_{name.upper().replace('.', '__')} must be set to a real secret in production"
+                    f"TRIAGE_HOOKS__SECRETS__{source.upper()} must be the tool's real signing secret "
+                    f"({MIN_HOOK_SECRET_CHARS}+ characters) in production"
                 )
         return self
 
@@ -175,6 +239,12 @@ class Settings(BaseSettings):
         """The single TRIAGE_IMAP__* mailbox, if set, followed by TRIAGE_MAILBOXES."""
         return ([self.imap] if self.imap else []) + list(self.mailboxes)
 
+    def ensure_home(self) -> Path:
+        """Create TRIAGE_HOME readable by its owner only (0700), tightening an existing wider one: it
+        holds the SQLite database (password hashes, personal data), keys and models."""
+        make_private_dir(self.home)
+        return self.home
+
     @cached_property
     def models_dir(self) -> Path:
         return self.home / "models"
@@ -186,3 +256,54 @@ class Settings(BaseSettings):
     @cached_property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) readable by its owner only (0700); tighten it if it exists wider."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def describe_settings_error(error: Exception) -> str:
+    """One line per problem naming the setting (as its TRIAGE_ variable) and what is wrong with it,
+    never the value given: a pydantic `ValidationError` or a pydantic-settings `SettingsError`."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        # pydantic-settings' parse errors name the field and the source, not the value.
+        return str(error).split("\n", 1)[0]
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False, include_context=False):
+        lines.append(f"{_setting_name(problem['loc'])}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def _setting_name(location: tuple[int | str, ...]) -> str:
+    """('imap', 'port') → TRIAGE_IMAP__PORT; ('mailboxes', 0, 'port') → TRIAGE_MAILBOXES[0].port."""
+    if not location:
+        return "settings"
+    name = "TRIAGE_" + str(location[0]).upper()
+    in_json = False
+    for part in location[1:]:
+        if isinstance(part, int):
+            name += f"[{part}]"
+            in_json = True
+        elif in_json:
+            name += f".{part}"
+        else:
+            name += f"__{part.upper()}"
+    return name
+
+
+def load_settings() -> Settings:
+    """`Settings()` from the environment, or a `ConfigError` naming each bad field (no values)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from models.errors import ConfigError
+
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as error:
+        raise ConfigError(f"bad settings: {describe_settings_error(error)}") from None

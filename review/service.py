@@ -6,6 +6,8 @@ enquiry's first-response SLA clock. Callers own the transaction: these functions
 
 Who may act: an open item is claimed implicitly by whoever acts on it; an item claimed by someone else
 refuses actions (`ItemClaimedError`) unless `override=True` (the web passes it for ops leads and admins).
+An item someone else closed takes corrections and replies only with `override=True`: correcting labels the
+training data, so reopening another person's finished work is the ops lead's call.
 """
 
 from __future__ import annotations
@@ -362,9 +364,14 @@ def _take(
     """Load an item for an action: claim it if open, refuse if another person holds it."""
     item, enquiry = _load(session, item_id)
     if item.status == "done":
-        if allow_done:
-            return item, enquiry
-        raise ItemClosedError(f"item {item_id} is already done")
+        if not allow_done:
+            raise ItemClosedError(f"item {item_id} is already done")
+        if item.claimed_by not in (None, user) and not override:
+            # Correcting labels the training data: another person's closed item is the ops lead's call.
+            raise ItemClaimedError(
+                f"item {item_id} was closed by {item.claimed_by}; only an ops lead can reopen or correct it"
+            )
+        return item, enquiry
     if item.status == "open" and claim_if_open and not claim(session, item_id, user=user, now=now):
         item, enquiry = _load(session, item_id)  # someone else claimed it a moment ago
     if item.status == "claimed" and item.claimed_by != user and not override:

@@ -14,11 +14,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +34,7 @@ from starlette.templating import Jinja2Templates
 from config.settings import Settings
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
+from review.display import jinja_finalize
 from store import flags, review_repo
 from store.common import utcnow
 from store.tables import ModelVersion
@@ -41,12 +43,16 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
+# Item ids are INTEGER columns (32-bit on PostgreSQL): a larger id is a 422, never an overflow (a 500).
+ItemId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
 _environment = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    # Every `{{ }}` string shows bidi and other invisible controls as visible <U+XXXX> (review.display).
+    finalize=jinja_finalize,
 )
 _environment.filters["time_left"] = service.format_time_left
 _environment.filters["utc"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
@@ -122,7 +128,13 @@ def home() -> RedirectResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, session: Session = Depends(db_session)) -> HTMLResponse:  # noqa: B008
-    return render(request, session, "login.html", {"error": None}, user=None)
+    error = auth.HTTPS_NEEDED if auth.cookie_needs_https(request) else None
+    return render(request, session, "login.html", {"error": error}, user=None)
+
+
+def _client_address(request: Request) -> str:
+    # uvicorn's proxy_headers put the X-Forwarded-For address here when a trusted proxy sent it.
+    return request.client.host if request.client is not None else "unknown"
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -132,21 +144,57 @@ def login(
     password: str = Form(..., max_length=1000),
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
-    user = auth.authenticate(session, username, password)
-    if user is None:
+    """Check the password under the login throttle, with one of the process's hashing slots held.
+
+    The throttle is read inside the slot, so logins queued behind it see the failures before them.
+    """
+    address = _client_address(request)
+    policy = auth.ThrottlePolicy.from_settings(request.app.state.settings)
+    try:
+        with auth.hashing_slot():
+            now = _now(request)
+            wait = auth.login_wait(session, username, address, now=now)
+            if wait > 0:
+                session.rollback()
+                return _login_refused(request, session, wait, status_code=429)
+            user = auth.authenticate(session, username, password)
+            if user is None:
+                delay = auth.record_failure(session, username, address, now=now, policy=policy)
+                session.commit()
+                logger.warning("failed login for %r from %s", username[:100], address)
+                return _login_refused(request, session, delay, status_code=401)
+            auth.record_success(session, user.name)
+            auth.forget_stale(session, request.app.state.settings, now=now)
+            auth.start_session(request, session, user, now=now)
+            session.commit()  # the session row, the cleared throttle and a rehashed password
+    except auth.HashingBusyError as error:
         session.rollback()
-        return render(
-            request, session, "login.html", {"error": "Wrong name or password."}, user=None, status_code=401
-        )
-    session.commit()  # a rehashed password, if argon2's parameters changed
-    auth.start_session(request, user)
+        context = {"error": f"The server is busy: {error}."}
+        response = render(request, session, "login.html", context, user=None, status_code=503)
+        response.headers["retry-after"] = "5"
+        return response
     logger.info("login: %s", user.name)
     return RedirectResponse("/review", status_code=303)
 
 
+def _login_refused(request: Request, session: Session, wait: float, *, status_code: int) -> HTMLResponse:
+    seconds = max(1, int(-(-wait // 1))) if wait > 0 else 0
+    if status_code == 429:
+        text = f"Too many failed logins. Try again in {seconds} s."
+    elif seconds:
+        text = f"Wrong name or password. The next try must wait {seconds} s."
+    else:
+        text = "Wrong name or password."
+    response = render(request, session, "login.html", {"error": text}, user=None, status_code=status_code)
+    if seconds:
+        response.headers["retry-after"] = str(seconds)
+    return response
+
+
 @router.post("/logout")
-def logout(request: Request) -> RedirectResponse:
-    auth.end_session(request)
+def logout(request: Request, session: Session = Depends(db_session)) -> RedirectResponse:  # noqa: B008
+    auth.end_session(request, session)
+    session.commit()
     return RedirectResponse("/login", status_code=303)
 
 
@@ -203,7 +251,7 @@ def queue_page(
 @router.get("/review/items/{item_id}", response_class=HTMLResponse)
 def item_page(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
@@ -226,7 +274,7 @@ def item_page(
 @router.post("/review/items/{item_id}/claim")
 def claim_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
@@ -250,7 +298,7 @@ def claim_item(
 @router.post("/review/items/{item_id}/accept")
 def accept_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
@@ -263,7 +311,7 @@ def accept_item(
 @router.post("/review/items/{item_id}/correct")
 def correct_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     intent: str = Form(...),
     priority: str = Form(...),
     queue: str = Form(...),
@@ -288,7 +336,7 @@ def correct_item(
 @router.post("/review/items/{item_id}/reassign")
 def reassign_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     to_user: str = Form(""),
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
@@ -307,7 +355,7 @@ def reassign_item(
 @router.post("/review/items/{item_id}/reply")
 def reply_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     text: str = Form("", max_length=service.MAX_TEXT_CHARS),
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
@@ -325,7 +373,7 @@ def reply_item(
 @router.post("/review/items/{item_id}/note")
 def note_item(
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     text: str = Form("", max_length=service.MAX_TEXT_CHARS),
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
@@ -529,11 +577,12 @@ def _kill_switch(factory: Callable[[], Session]) -> tuple[bool, str | None]:
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Add the review pages to `app`: session cookies, static files, routes and error pages."""
+    auth.configure_hashing(settings.web.max_concurrent_hashes)
     app.add_middleware(
         SessionMiddleware,
         secret_key=auth.load_secret_key(settings),
         session_cookie="triage_session",
-        max_age=auth.SESSION_MAX_AGE_SECONDS,
+        max_age=int(settings.web.session_max_hours * 3600),
         same_site="lax",
         https_only=settings.web.secure_cookies,
     )

@@ -27,6 +27,7 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 
 from connectors.notify import Attachment, Notification, NotifySettings, SmtpNotifier
+from review.display import csv_cell, jinja_finalize, visible
 from sla.calendar import business_minutes_between
 from sla.policies import SlaPolicies
 from store import sla_repo
@@ -270,7 +271,8 @@ def slice_chart(slices: Sequence[Slice], *, label: str, width: int = 420, limit:
     ]
     for index, item in enumerate(shown):
         y = 5 + index * row
-        name = escape(item.key if len(item.key) <= 20 else item.key[:19] + "…")
+        key = visible(item.key)
+        name = escape(key if len(key) <= 20 else key[:19] + "…")
         parts.append(
             f'<text x="{left - 6}" y="{y + 14}" font-size="11" text-anchor="end">{name}</text>'
             f'<rect x="{left}" y="{y + 3}" width="{item.timers * scale:.1f}" height="14" '
@@ -329,6 +331,7 @@ def render_html(data: ReportData) -> str:
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html", "j2"]),
         keep_trailing_newline=True,
+        finalize=jinja_finalize,  # invisible and bidi controls shown as <U+XXXX>
     )
     environment.filters["minutes"] = format_minutes
     environment.filters["share"] = format_share
@@ -364,21 +367,16 @@ def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
                 if fact.stopped_at is not None and policy is not None
                 else ""
             )
-            writer.writerow(
-                [
-                    fact.enquiry_id, fact.policy, fact.channel, fact.intent, fact.queue,
-                    _cell(fact.owner or fact.stopped_by or ""),
-                    fact.started_at.isoformat(), fact.due_at.isoformat(),
-                    fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
-                    int(is_breached(fact, data.generated_at)), minutes,
-                ]
-            )  # fmt: skip
+            row = [
+                fact.enquiry_id, fact.policy, fact.channel, fact.intent, fact.queue,
+                fact.owner or fact.stopped_by or "",
+                fact.started_at.isoformat(), fact.due_at.isoformat(),
+                fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
+                int(is_breached(fact, data.generated_at)), minutes,
+            ]  # fmt: skip
+            # Every text cell: a spreadsheet runs one starting with = + - @ as a formula (OWASP).
+            writer.writerow([csv_cell(value) for value in row])
     return len(data.facts)
-
-
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with these as a formula; a leading quote keeps it text.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def send_weekly_report(

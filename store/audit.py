@@ -21,14 +21,14 @@ def _stream(
 ) -> Iterator[dict[str, Any]]:
     """Rows of `model` with the identity of the enquiry they are about, in id order, 1,000 at a time."""
     statement = (
-        sa.select(model, Enquiry.sender_email, Enquiry.phone, Enquiry.channel)
+        sa.select(model, Enquiry.sender_email, Enquiry.phone, Enquiry.channel, Enquiry.sender_name)
         .join(Enquiry, Enquiry.id == model.enquiry_id)
         .order_by(model.id)
         .execution_options(yield_per=1000)
     )
     if since is not None:
         statement = statement.where(model.created_at >= since)
-    for row, email, phone, channel in session.execute(statement):
+    for row, email, phone, channel, name in session.execute(statement):
         yield {
             "record": record,
             "id": row.id,
@@ -37,6 +37,7 @@ def _stream(
             "channel": channel,
             "sender_email": email,
             "sender_phone": phone,
+            "sender_name": name,
             **shape(row),
         }
 

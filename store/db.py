@@ -7,6 +7,7 @@ take a session as their first argument and never make their own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,12 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/test_schema.py checks it is Alembic's head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0009"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the pragmas and pool settings each backend needs."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -41,6 +43,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # psycopg 3 is the driver we ship; plain postgresql:// would pick psycopg2.
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file (and a missing folder) for its owner only: 0600, folder 0700.
+
+    The database holds password hashes and personal data. An existing file readable by others is
+    tightened, with its WAL and shared-memory files (SQLite gives those the database file's mode).
+    """
+    database = sa.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.exists() and candidate.stat().st_mode & 0o077:
+            candidate.chmod(0o600)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -363,6 +363,32 @@ class User(Base):
     away: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
+class WebSession(Base):
+    """A login to the review pages. The cookie holds a random token; only its SHA-256 is stored here.
+
+    Logout deletes the row; a password change or disabling the user deletes all of the user's rows;
+    `review.auth.current_user` refuses a row past its idle or absolute lifetime.
+    """
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(sa.String(100), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class LoginThrottle(Base):
+    """Failed logins per account (`user:NAME`) and per client address (`addr:IP`): the next allowed try."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime]
+    next_allowed_at: Mapped[datetime]
+
+
 class ModelVersion(Base):
     """A registered model: artifact location, provenance and its place in the lifecycle."""
 

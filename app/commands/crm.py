@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.errors import ConfigError, FatalError
+from review.display import SafeTable, markup_safe
 
 # Heavy (SQLAlchemy, the CRM connectors): imported by the commands that need them.
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ def _open() -> tuple[Settings, sessionmaker[Session]]:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
+    settings = Settings()
+    settings.ensure_home()
+    runtime = Runtime(settings)  # the same composition as every command: home, engine, migrations
     return runtime.settings, runtime.factory
 
 
@@ -82,7 +84,7 @@ def list_leads(
     if as_json:
         _print_json({"backend": settings.crm.backend, "total": total, "leads": rows})
         return
-    table = Table(title=f"CRM leads ({settings.crm.backend}): {len(rows)} of {total}")
+    table = SafeTable(title=f"CRM leads ({settings.crm.backend}): {len(rows)} of {total}")
     for column in ("id", "external_id", "email", "company", "intent", "lane", "updated_at"):
         table.add_column(column)
     for row in rows:
@@ -108,7 +110,7 @@ def check(as_json: JsonOption = False) -> None:
         console.print(
             f"[{'green' if ok else 'red'}]{'OK' if ok else 'NOT READY'}[/] ({name})", highlight=False
         )
-        console.print(message, markup=False, highlight=False)
+        console.print(markup_safe(message), highlight=False)
     if not ok:
         raise typer.Exit(1)
 
@@ -139,7 +141,7 @@ def failures(
     if not rows:
         console.print("No failed CRM writes.")
         return
-    table = Table(title=f"Failed CRM writes: {len(rows)}")
+    table = SafeTable(title=f"Failed CRM writes: {len(rows)}")
     for column in ("id", "enquiry_id", "operation", "attempts", "error"):
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -185,7 +187,7 @@ def sync(as_json: JsonOption = False) -> None:
         if as_json:
             _print_json({"ok": False, "error": str(error)})
         else:
-            console.print(f"[red]CRM sync stopped:[/] {error}", highlight=False)
+            console.print(f"[red]CRM sync stopped:[/] {markup_safe(error)}", highlight=False)
         raise typer.Exit(1) from error
     with factory() as session:
         counts = outbox.counts_by_status(session)
@@ -208,4 +210,4 @@ def sync(as_json: JsonOption = False) -> None:
         highlight=False,
     )
     if summary.stopped_by:
-        console.print(f"[yellow]Stopped early:[/] {summary.stopped_by}", highlight=False)
+        console.print(f"[yellow]Stopped early:[/] {markup_safe(summary.stopped_by)}", highlight=False)

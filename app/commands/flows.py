@@ -13,7 +13,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from review.display import SafeTable
 
 flows_app = typer.Typer(
     help="Scheduled deployments: list, serve (one process) or deploy (Prefect server + workers).",
@@ -36,7 +37,7 @@ def list_(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json([spec.as_dict() for spec in specs])
         return
-    table = Table("deployment", "schedule", "entrypoint", "parameters")
+    table = SafeTable("deployment", "schedule", "entrypoint", "parameters")
     for spec in specs:
         table.add_row(spec.name, spec.schedule_text, spec.entrypoint, json.dumps(spec.parameters))
     Console().print(table)
@@ -84,7 +85,7 @@ def deploy(
     if as_json:
         _print_json(registered)
         return
-    table = Table("deployment", "schedule", "id")
+    table = SafeTable("deployment", "schedule", "id")
     for item in registered:
         table.add_row(item["name"], item["schedule"], item["id"])
     Console().print(table)

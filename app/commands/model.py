@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.errors import ConfigError, TriageError
+from review.display import SafeTable, markup_safe
 
 # Heavy (SQLAlchemy, scikit-learn, pandas): imported by the commands that need them.
 if TYPE_CHECKING:
@@ -51,7 +51,9 @@ def _open() -> tuple[Settings, sessionmaker[Session]]:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    runtime = Runtime(Settings())  # the same composition as every command: home, engine, migrations
+    settings = Settings()
+    settings.ensure_home()
+    runtime = Runtime(settings)  # the same composition as every command: home, engine, migrations
     return runtime.settings, runtime.factory
 
 
@@ -60,12 +62,12 @@ def _print_json(value: Any) -> None:
 
 
 def _fail(error: TriageError) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {error}", highlight=False)
+    errors.print(f"[red]error:[/red] {markup_safe(error)}", highlight=False)
     return typer.Exit(2 if isinstance(error, ConfigError) else 1)
 
 
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
-    table = Table(title=title)
+def _metrics_table(title: str, metrics: dict[str, Any]) -> SafeTable:
+    table = SafeTable(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
@@ -210,7 +212,7 @@ def list_command(as_json: JsonOption = False) -> None:
     if as_json:
         _print_json({"versions": rows})
         return
-    table = Table(title="models")
+    table = SafeTable(title="models")
     for column in (
         "version",
         "status",

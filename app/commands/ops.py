@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import json
@@ -17,9 +18,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from config.settings import make_private_dir
 from models.errors import ConfigError
+from review.display import SafeTable, csv_cell
 
 policy_app = typer.Typer(
     help="The decision matrix: which tasks may be automated, scored and owned.", no_args_is_help=True
@@ -30,8 +32,25 @@ audit_app = typer.Typer(
 console = Console(stderr=True)
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+# Addresses written to dodge harvesters: jane(at)example.com, jane [at] example [dot] com, jane at x dot io.
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+|\s*@\s*)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+OBFUSCATED_EMAIL = re.compile(rf"[\w.+-]+{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[a-z]{{2,24}}\b", re.IGNORECASE)
 PHONE = re.compile(r"(?<!\w)\+?\d[\d ()./-]{6,}\d(?!\w)")
-PII_FIELDS = ("sender_email", "sender_phone")
+# Two letters, two check digits, 11-30 letters or digits, in groups or not: anything IBAN-shaped.
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b", re.IGNORECASE)
+# A capitalised name after a salutation, an honorific, an introduction or a sign-off.
+# Up to three words; `_mask_names` keeps the leading capitalised ones ("Dear Jane Doe, we" → Jane Doe).
+_NAME = r"([^\W\d_][\w'-]*(?:[ \t]+[^\W\d_][\w'-]*){0,2})"
+NAME_CONTEXTS = (
+    rf"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Frau|Mme|Mlle|Sr|Sra)\.?[ \t]+{_NAME}",
+    rf"\b(?i:dear|hi|hello|hey|hallo|bonjour)[ \t,]+{_NAME}",
+    rf"\b(?i:my name is|this is|i am|i'm|je suis|ich bin|ich heiße)[ \t]+{_NAME}",
+    rf"\b(?i:regards|thanks|thank you|cheers|best|sincerely|yours|grüße|gruß|cordialement)[ \t]*[,.!]?"
+    rf"[ \t]*\r?\n[ \t]*{_NAME}",
+)
+PII_FIELDS = ("sender_email", "sender_phone", "sender_name")
+FREE_TEXT_FIELDS = ("reasons",)
 
 
 @policy_app.command("score")
@@ -91,7 +110,8 @@ def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     if as_json:
         typer.echo(json.dumps({"policy_version": policy.version, "tasks": rows}, indent=2))
         return
-    table = Table("task", "matrix", "sum", "lane", "owner", "review SLA", title=f"policy {policy.version}")
+    columns = ("task", "matrix", "sum", "lane", "owner", "review SLA")
+    table = SafeTable(*columns, title=f"policy {policy.version}")
     for row in rows:
         table.add_row(
             *(str(row[key]) for key in ("task", "matrix", "sum", "matrix_lane", "owner", "review_sla"))
@@ -105,7 +125,7 @@ def pseudonymisation_key(home: Path, configured: str | None) -> bytes:
         return configured.encode()
     path = home / "pseudonymisation.key"
     if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
+        make_private_dir(home)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
@@ -117,20 +137,72 @@ def pseudonym(key: bytes, value: str) -> str:
     return "pii_" + hmac.new(key, value.strip().lower().encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def pseudonymise(record: dict[str, Any], key: bytes) -> dict[str, Any]:
-    """Replace e-mail addresses and phone numbers in the identity fields and in any free text."""
+def _name_patterns(record: dict[str, Any]) -> list[re.Pattern[str]]:
+    """The record's own sender name (whole and each part of 3+ letters), then the name contexts."""
+    patterns = []
+    name = record.get("sender_name")
+    if isinstance(name, str) and name.strip():
+        parts = [name.strip(), *(part for part in re.split(r"[\s,]+", name) if len(part) >= 3)]
+        alternatives = "|".join(re.escape(part) for part in sorted(set(parts), key=len, reverse=True))
+        patterns.append(re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE))
+    patterns.extend(_context_patterns())
+    return patterns
 
-    def scrub(value: Any) -> Any:
+
+@functools.cache
+def _context_patterns() -> list[re.Pattern[str]]:
+    return [re.compile(pattern) for pattern in NAME_CONTEXTS]
+
+
+def _mask_names(match: re.Match[str], key: bytes) -> str:
+    """Pseudonymise the leading capitalised words of a context match's name group."""
+    words = match.group(1).split()
+    kept = []
+    for word in words:
+        if not word[:1].isupper():
+            break
+        kept.append(word)
+    if not kept:
+        return match.group(0)
+    start = match.start(1) - match.start(0)
+    whole = match.group(0)
+    name_end = whole.index(kept[-1], start) + len(kept[-1])
+    return whole[:start] + pseudonym(key, " ".join(kept)) + whole[name_end:]
+
+
+def scrub_text(text: str, key: bytes, name_patterns: list[re.Pattern[str]]) -> str:
+    """Free text with e-mail addresses (plain and obfuscated), IBAN-like strings, phone numbers and
+    names replaced by keyed pseudonyms."""
+    text = EMAIL.sub(lambda m: pseudonym(key, m.group(0)), text)
+    text = OBFUSCATED_EMAIL.sub(lambda m: pseudonym(key, m.group(0)), text)
+    text = IBAN.sub(lambda m: pseudonym(key, re.sub(r"[\s-]", "", m.group(0)).upper()), text)
+    text = PHONE.sub(lambda m: pseudonym(key, re.sub(r"\D", "", m.group(0))), text)
+    for pattern in name_patterns:
+        if pattern.groups:
+            text = pattern.sub(lambda m: _mask_names(m, key), text)
+        else:
+            text = pattern.sub(lambda m: pseudonym(key, m.group(0)), text)
+    return text
+
+
+def pseudonymise(record: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """Pseudonymise the identity fields; in every other field replace e-mail addresses (also obfuscated
+    ones), IBAN-like strings and phone numbers, and in the free text (`reasons`: notes, rule reasons)
+    names too: the sender's own and any after a salutation, honorific, introduction or sign-off."""
+    names = _name_patterns(record)
+
+    def scrub(value: Any, patterns: list[re.Pattern[str]]) -> Any:
         if isinstance(value, str):
-            value = EMAIL.sub(lambda m: pseudonym(key, m.group(0)), value)
-            return PHONE.sub(lambda m: pseudonym(key, re.sub(r"\D", "", m.group(0))), value)
+            return scrub_text(value, key, patterns)
         if isinstance(value, list):
-            return [scrub(item) for item in value]
+            return [scrub(item, patterns) for item in value]
         if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
+            return {k: scrub(v, patterns) for k, v in value.items()}
         return value
 
-    out = {k: scrub(v) for k, v in record.items() if k not in PII_FIELDS}
+    out = {
+        k: scrub(v, names if k in FREE_TEXT_FIELDS else []) for k, v in record.items() if k not in PII_FIELDS
+    }
     for field in PII_FIELDS:
         value = record.get(field)
         out[field] = (
@@ -163,6 +235,7 @@ def audit_export(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     settings = Settings()
+    settings.ensure_home()
     runtime = Runtime(settings)
     secret = settings.pseudonymisation_key.get_secret_value() if settings.pseudonymisation_key else None
     key = pseudonymisation_key(settings.home, secret)
@@ -189,6 +262,7 @@ def audit_export(
                     "channel",
                     "sender_email",
                     "sender_phone",
+                    "sender_name",
                     "actor",
                     "kind",
                     "lane",
@@ -205,8 +279,12 @@ def audit_export(
                 writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
                 writer.writeheader()
                 for row in rows:
+                    # Every cell (actor, raw identities, reasons...): no formula a spreadsheet would run.
                     writer.writerow(
-                        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+                        {
+                            k: csv_cell(json.dumps(v) if isinstance(v, list | dict) else v)
+                            for k, v in row.items()
+                        }
                     )
                     count += 1
     finally:

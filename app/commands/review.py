@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from review.choices import INTENTS, PRIORITIES, QUEUES
+from review.display import SafeTable, markup_safe
 
 # Heavy (SQLAlchemy, FastAPI and argon2 via review.auth): imported by the commands that need them.
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ review_app = typer.Typer(help="Work the review queue from scripts.", no_args_is_
 users_app = typer.Typer(help="Accounts for the review pages.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# Item ids are INTEGER columns (32-bit on PostgreSQL): larger ones are refused as bad arguments (exit 2).
+ItemIdArg = Annotated[
+    int, typer.Argument(min=1, max=2**31 - 1, help="The item id from `triage review list`.")
+]
 UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting (an existing user).")]
 
 
@@ -37,7 +42,9 @@ def _session() -> Iterator[Session]:
     from config.settings import Settings
     from pipeline.runtime import Runtime
 
-    runtime = Runtime(Settings())
+    settings = Settings()
+    settings.ensure_home()
+    runtime = Runtime(settings)
     try:
         with runtime.factory() as session:
             yield session
@@ -49,7 +56,7 @@ def _fail(message: str, *, as_json: bool, code: int = 1) -> NoReturn:
     if as_json:
         print(json.dumps({"ok": False, "error": message}))
     else:
-        Console(stderr=True).print(f"[red]{message}[/red]")
+        Console(stderr=True).print(f"[red]{markup_safe(message)}[/red]")
     raise typer.Exit(code)
 
 
@@ -105,14 +112,14 @@ def list_items(
     if as_json:
         print(json.dumps({"total": page.total, "items": [entry.as_dict() for entry in page.entries]}))
         return
-    table = Table(title=f"{page.total} open")
+    table = SafeTable(title=f"{page.total} open")
     for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by"):
         table.add_column(column)
     for entry in page.entries:
         left = service.format_time_left(entry.seconds_left)
         table.add_row(
             str(entry.item_id),
-            f"[red]{left}[/red]" if entry.breached else left,
+            Text(left, style="red") if entry.breached else left,
             entry.priority,
             entry.subject[:60],
             entry.intent,
@@ -124,7 +131,7 @@ def list_items(
 
 
 @review_app.command("claim")
-def claim_item(item_id: int, user: UserOption, as_json: JsonOption = False) -> None:
+def claim_item(item_id: ItemIdArg, user: UserOption, as_json: JsonOption = False) -> None:
     """Claim an item; exits 1 if someone else holds it."""
     from review import service
     from store import review_repo
@@ -145,7 +152,7 @@ def claim_item(item_id: int, user: UserOption, as_json: JsonOption = False) -> N
 
 @review_app.command("correct")
 def correct_item(
-    item_id: int,
+    item_id: ItemIdArg,
     user: UserOption,
     intent: Annotated[str, typer.Option(help=f"One of: {', '.join(INTENTS)}.")],
     priority: Annotated[str, typer.Option(help=f"One of: {', '.join(PRIORITIES)}.")],
@@ -179,7 +186,7 @@ def correct_item(
 
 @review_app.command("reply")
 def reply_item(
-    item_id: int,
+    item_id: ItemIdArg,
     user: UserOption,
     text: Annotated[str | None, typer.Option(help="The reply's text, kept in the thread.")] = None,
     as_json: JsonOption = False,
@@ -281,18 +288,59 @@ def set_user(
     print(f"user {name} {'away' if away else 'back'}")
 
 
-@users_app.command("deactivate")
-def deactivate_user(name: str) -> None:
-    """Stop an account from logging in; its open sessions end on their next request."""
-    from store import review_repo
+def _set_active(name: str, active: bool) -> int:
+    from review import auth
 
     with _session() as session:
-        user = review_repo.get_user(session, name)
-        if user is None:
-            _fail(f"no user named {name!r}", as_json=False)
-        user.active = False
+        try:
+            auth.set_active(session, name, active)
+        except auth.AccountError as error:
+            _fail(str(error), as_json=False)
+        ended = 0 if active else auth.end_user_sessions(session, name)
         session.commit()
-    print(f"user {name} deactivated")
+    return ended
+
+
+@users_app.command("disable")
+def disable_user(name: str) -> None:
+    """Stop an account from logging in and end its open sessions at once."""
+    _set_active(name, False)
+    print(f"user {name} disabled; their sessions are ended")
+
+
+@users_app.command("deactivate", hidden=True)
+def deactivate_user(name: str) -> None:
+    """The old name of `triage users disable`."""
+    _set_active(name, False)
+    print(f"user {name} deactivated; their sessions are ended")
+
+
+@users_app.command("enable")
+def enable_user(name: str) -> None:
+    """Let a disabled account log in again (with its old password)."""
+    _set_active(name, True)
+    print(f"user {name} enabled")
+
+
+@users_app.command("passwd")
+def change_password(
+    name: str,
+    password: Annotated[
+        str | None, typer.Option(help="Prompted for (hidden, twice) when omitted; avoid it in shell history.")
+    ] = None,
+) -> None:
+    """Set a new password; every session of the user ends at once (they log in again)."""
+    from review import auth
+
+    if password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with _session() as session:
+        try:
+            auth.change_password(session, name, password)
+        except auth.AccountError as error:
+            _fail(str(error), as_json=False)
+        session.commit()
+    print(f"password of {name} changed; their sessions are ended")
 
 
 @users_app.command("list")

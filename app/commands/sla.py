@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from models.errors import ConfigError
+from review.display import SafeTable, markup_safe
 
 # Heavy (pydantic, SQLAlchemy, the notifiers): imported by the commands that need them.
 if TYPE_CHECKING:
@@ -43,7 +43,9 @@ PolicyFileOption = Annotated[
 def _settings() -> Settings:
     from config.settings import Settings
 
-    return Settings()
+    settings = Settings()
+    settings.ensure_home()
+    return settings
 
 
 def _policies(path: Path | None, settings: Settings | None = None) -> SlaPolicies:
@@ -100,7 +102,7 @@ def due_command(
     try:
         policies = _policies(policies_file)
     except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{markup_safe(error)}[/red]")
         raise typer.Exit(2) from error
     result = due(
         _parse_instant(received.replace("Z", "+00:00"), "--received"),
@@ -152,7 +154,7 @@ def watch_command(
         f"escalation(s) fired, {summary.messages_sent} message(s) sent in {summary.seconds:.2f} s"
     )
     for failure in summary.failures:
-        console.print(f"[yellow]{failure}[/yellow]")
+        console.print(f"[yellow]{markup_safe(failure)}[/yellow]")
 
 
 @sla_app.command("timers")
@@ -181,7 +183,7 @@ def timers_command(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("enquiry", "kind", "policy", "status", "due")
+    table = SafeTable("enquiry", "kind", "policy", "status", "due")
     for row in rows:
         table.add_row(row["enquiry_id"], row["kind"], row["policy"], row["status"], row["due_at"])
     console.print(table)
@@ -244,7 +246,6 @@ def report_sla_command(
 
 
 def _print_report(figures: dict[str, Any]) -> None:
-    from rich.markup import escape
 
     console.print(
         f"[bold]SLA report[/] {figures['since']} – {figures['until']}: {figures['timers']} first-response "
@@ -258,10 +259,10 @@ def _print_report(figures: dict[str, Any]) -> None:
             f"median time to first response {median:.0f} business minutes, over {figures['responded']} "
             f"answered timers"
         )
-    table = Table("SDR", "timers", "answered", "breached", "breach rate", title="by SDR")
+    table = SafeTable("SDR", "timers", "answered", "breached", "breach rate", title="by SDR")
     for row in figures["by_sdr"]:
         table.add_row(
-            escape(row["sdr"]),
+            row["sdr"],
             str(row["timers"]),
             str(row["answered"]),
             str(row["breached"]),

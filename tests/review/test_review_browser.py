@@ -184,6 +184,23 @@ def test_hostile_enquiry_shows_as_text_and_runs_nothing(browser: Browser, server
     page.context.close()
 
 
+def test_a_bidi_override_in_a_subject_shows_as_visible_text(browser: Browser, server: LiveServer) -> None:
+    """U+202E would display 'Invoice exe.png' reversed; the queue shows the control character instead."""
+    subject = "Invoice \u202egnp.exe\u202c overdue"
+    with server.factory() as session:
+        item_id, _ = add_enquiry_with_item(session, subject=subject, sender_name="Eve \u202eoknuB")
+        session.commit()
+    page = _login(browser, server, "sam")
+    link = page.locator("td.subject a")
+    expect(link).to_have_text("Invoice <U+202E>gnp.exe<U+202C> overdue")
+    shown = page.evaluate("document.querySelector('td.subject a').innerText")
+    assert "\u202e" not in shown and "<U+202E>" in shown
+    page.goto(f"/review/items/{item_id}")
+    expect(page.locator("#subject")).to_have_text("Invoice <U+202E>gnp.exe<U+202C> overdue")
+    assert "\u202e" not in page.evaluate("document.body.innerText")
+    page.context.close()
+
+
 def test_sdr_gets_403_on_ops_pages(browser: Browser, server: LiveServer) -> None:
     page = _login(browser, server, "sam")
     for path in ("/ops/sla", "/ops/models", "/ops/automation"):
