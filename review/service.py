@@ -1,8 +1,13 @@
 """What people do in the review queue, as plain functions over a session.
 
 Each action writes one `decisions` audit row; a correction also writes a `corrections` row, the label
-the next training run learns from. The first human touch (claim, accept, correct, reply) stops the
-enquiry's first-response SLA clock. Callers own the transaction: these functions flush, never commit.
+the next training run learns from. Only a message to the customer stops the first-response SLA clock:
+claiming, accepting, correcting and noting do not (issue 17). A reply written here goes to the reply
+outbox (`store/reply_outbox.py`) and the clock stops when the SMTP server accepts it
+(`pipeline/replies.py`); `record_touch` stops it by hand for a customer answered elsewhere (a phone
+call, a chat without an e-mail address), with a reason. Accepting closes the item and its resolution
+clock (the triage work is done) but leaves the first-response clock running until the customer is
+answered. Callers own the transaction: these functions flush, never commit.
 
 Who may act: an open item is claimed implicitly by whoever acts on it; an item claimed by someone else
 refuses actions (`ItemClaimedError`) unless `override=True` (the web passes it for ops leads and admins).
@@ -188,7 +193,7 @@ def item_view(session: Session, item_id: int, *, now: datetime) -> ItemView:
 
 
 def claim(session: Session, item_id: int, *, user: str, now: datetime | None = None) -> bool:
-    """Claim an item atomically; False if someone else holds it or it is done. A claim is a first touch."""
+    """Claim an item atomically; False if someone else holds it or it is done. Not a first touch."""
     now = now or utcnow()
     item, _ = _load(session, item_id)
     if item.status == "claimed" and item.claimed_by == user:
@@ -197,20 +202,21 @@ def claim(session: Session, item_id: int, *, user: str, now: datetime | None = N
         return False
     item, enquiry = _load(session, item_id)
     _audit(session, enquiry, actor=user, kind="claim", now=now, reasons=[f"claimed by {user}"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
     return True
 
 
 def accept(
     session: Session, item_id: int, *, user: str, now: datetime | None = None, override: bool = False
 ) -> None:
-    """Accept the model's proposal as it stands; the item is done."""
+    """Accept the model's proposal as it stands; the item and its resolution clock are done.
+
+    The first-response clock keeps running: accepting answers no customer.
+    """
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override)
     if item.status == "done":
         raise ItemClosedError(f"item {item_id} is already done")
     _audit(session, enquiry, actor=user, kind="accept", now=now, reasons=["proposal accepted"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
     _close(session, item, by=user, at=now)
 
 
@@ -256,7 +262,6 @@ def correct(
         if previous[key] != value
     ]
     _audit(session, enquiry, actor=user, kind="correction", now=now, reasons=changed or ["confirmed as is"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
 
 
 def reassign(
