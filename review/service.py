@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from connectors.smtp_outbound import OutboundSettings
 from models.errors import TriageError
 from review.choices import INTENTS as INTENTS
 from review.choices import LANES as LANES
@@ -289,6 +290,47 @@ def reassign(
     _audit(session, enquiry, actor=user, kind="reassign", now=now, reasons=[reason])
 
 
+def send_reply(
+    session: Session,
+    item_id: int,
+    *,
+    user: str,
+    text: str,
+    outbound: OutboundSettings,
+    subject: str | None = None,
+    template: str | None = None,
+    now: datetime | None = None,
+    override: bool = False,
+) -> int:
+    """Write a reply to the customer into the reply outbox; returns its id (the drain sends it).
+
+    Nothing stops here: the first-response clock stops, and the item closes, when the SMTP server
+    accepts the reply (`pipeline.replies`). Refused (ReviewError) when the enquiry has no address to
+    reply to, a bad or bounce address, or is spam: the message says what to do instead.
+    """
+    from pipeline.replies import ReplyRefused, enqueue_reply
+
+    now = now or utcnow()
+    _, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
+    try:
+        reply_id, new = enqueue_reply(
+            session,
+            enquiry,
+            author=user,
+            body=text[:MAX_TEXT_CHARS],
+            subject=subject,
+            template=template,
+            outbound=outbound,
+            now=now,
+        )
+    except ReplyRefused as error:
+        raise ReviewError(str(error)) from error
+    if new:
+        reasons = ["reply queued" + (f" from template {template}" if template else "")]
+        _audit(session, enquiry, actor=user, kind="reply_queued", now=now, reasons=reasons)
+    return reply_id
+
+
 def mark_replied(
     session: Session,
     item_id: int,
@@ -298,7 +340,11 @@ def mark_replied(
     now: datetime | None = None,
     override: bool = False,
 ) -> None:
-    """Record that the customer got a reply (with its text, if given); stops the clock, closes the item."""
+    """Record that the customer was answered elsewhere (a call, a chat, their own mail client).
+
+    The person vouches for it, so it stops the first-response clock now (source `pages`) and closes
+    the item; the text, if given, is kept in the thread. Replies sent from here use `send_reply`.
+    """
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
     body = (text or "").strip()
@@ -402,7 +448,7 @@ def _audit(
 
 def _stop_clock(session: Session, enquiry_id: str, *, by: str, at: datetime) -> bool:
     """Stop the first-response clock (first touch wins; later calls change nothing)."""
-    return sla_service.stop_first_response(session, enquiry_id, by=by, at=at)
+    return sla_service.stop_first_response(session, enquiry_id, by=by, at=at, source="pages")
 
 
 def _close(session: Session, item: ReviewItem, *, by: str, at: datetime) -> None:

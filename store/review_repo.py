@@ -131,6 +131,11 @@ def get_enquiry(session: Session, enquiry_id: str) -> Enquiry | None:
     return session.get(Enquiry, enquiry_id)
 
 
+def item_for_enquiry(session: Session, enquiry_id: str) -> ReviewItem | None:
+    """The review item of an enquiry, if it went to people."""
+    return session.scalars(sa.select(ReviewItem).where(ReviewItem.enquiry_id == enquiry_id)).one_or_none()
+
+
 def thread_messages(session: Session, enquiry_id: str) -> list[EnquiryMessage]:
     """The later messages of an enquiry's conversation, oldest first."""
     statement = (
