@@ -4,7 +4,10 @@ Definitions, so the page and the database can be checked against each other:
 - a *timer* is a first-response timer started in [since, until);
 - *breached*: its status is `breached`, or it is still running past its due time at `now`;
 - *time to first response*: business minutes (in the timer's policy calendar) from start to the first
-  human touch, for timers that were stopped;
+  touch (a message that reached the customer), for timers that were stopped;
+- *by touch source*: stopped timers by where their first touch came from: `pages` (a reply sent or
+  recorded in the review pages), `mailbox` (a team member's mail in the thread), `crm` (a touch
+  recorded in the CRM), `automated`; `unrecorded` for timers stopped before sources were kept;
 - *share automated*: enquiries received in the period whose lane is `automate`, over all received;
 - *AI proposals accepted*: audit rows of kind `accept` over `accept` + `correction` in the period;
 - *review time*: wall-clock minutes from a review item's creation to its closing, for items closed
@@ -74,6 +77,7 @@ class ReportData:
     accepted: int = 0
     corrected: int = 0
     review_minutes: dict[int, float | None] = field(default_factory=dict)
+    by_touch_source: list[dict[str, Any]] = field(default_factory=list)
     facts: list[sla_repo.TimerFact] = field(default_factory=list)
 
     @property
@@ -127,11 +131,23 @@ def build_report(
         counts[1] += int(is_breached(fact, now))
     data.daily = [(day, counts[0], counts[1]) for day, counts in sorted(per_day.items())]
     response: list[float] = []
+    by_source: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for fact in facts:
         policy = policies.get(fact.policy)
         if fact.stopped_at is not None and policy is not None:
-            response.append(business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar))
+            minutes = business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar)
+            response.append(minutes)
+            by_source[touch_source_of(fact)].append((minutes, fact.status == "breached"))
     data.response_minutes = {p: percentile(response, p) for p in PERCENTILES}
+    data.by_touch_source = [
+        {
+            "source": source,
+            "answered": len(rows),
+            "late": sum(1 for _, late in rows if late),
+            "median_minutes": percentile([minutes for minutes, _ in rows], 50),
+        }
+        for source, rows in sorted(by_source.items(), key=lambda item: (-len(item[1]), item[0]))
+    ]
     data.by_channel = _slices(facts, now, lambda fact: fact.channel)
     data.by_intent = _slices(facts, now, lambda fact: fact.intent)
     data.by_queue = _slices(facts, now, lambda fact: fact.queue)
@@ -148,6 +164,11 @@ def build_report(
     ]
     data.review_minutes = {p: percentile(durations, p) for p in (50, 90)}
     return data
+
+
+def touch_source_of(fact: sla_repo.TimerFact) -> str:
+    """Where a stopped timer's first touch came from (`unrecorded` for stops before issue 17)."""
+    return fact.touch_source or "unrecorded"
 
 
 def owner_of(fact: sla_repo.TimerFact) -> str:
@@ -187,6 +208,7 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         "share_automated": data.share_automated,
         "acceptance_rate": data.acceptance_rate,
         "by_sdr": by_sdr,
+        "by_touch_source": data.by_touch_source,
         "by_channel": [vars_of(item) for item in data.by_channel],
         "by_queue": [vars_of(item) for item in data.by_queue],
     }
@@ -348,7 +370,7 @@ def render_html(data: ReportData) -> str:
 
 CSV_COLUMNS = (
     "enquiry_id", "policy", "channel", "intent", "queue", "owner", "started_at", "due_at", "stopped_at",
-    "status", "breached", "business_minutes_to_first_response",
+    "status", "breached", "business_minutes_to_first_response", "touch_source",
 )  # fmt: skip
 
 
@@ -371,6 +393,7 @@ def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
                     fact.started_at.isoformat(), fact.due_at.isoformat(),
                     fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
                     int(is_breached(fact, data.generated_at)), minutes,
+                    touch_source_of(fact) if fact.stopped_at is not None else "",
                 ]
             )  # fmt: skip
     return len(data.facts)

@@ -258,6 +258,17 @@ def _print_report(figures: dict[str, Any]) -> None:
             f"median time to first response {median:.0f} business minutes, over {figures['responded']} "
             f"answered timers"
         )
+    if figures["by_touch_source"]:
+        sources = Table("first touch from", "answered", "late", "median minutes", title="by touch source")
+        for row in figures["by_touch_source"]:
+            median_minutes = row["median_minutes"]
+            sources.add_row(
+                escape(row["source"]),
+                str(row["answered"]),
+                str(row["late"]),
+                f"{median_minutes:.0f}" if median_minutes is not None else "—",
+            )
+        console.print(sources)
     table = Table("SDR", "timers", "answered", "breached", "breach rate", title="by SDR")
     for row in figures["by_sdr"]:
         table.add_row(
