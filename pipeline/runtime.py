@@ -76,6 +76,31 @@ class Runtime:
 
         return customer_replied
 
+    def team_touch_hook(self) -> Callable[[Session, Sequence[tuple[str, datetime, str]]], None]:
+        """The team's own mail in a thread stops the first-response clock at its Date (source mailbox)."""
+        from sla.touches import record_touch
+        from store import review_repo
+
+        def team_touched(session: Session, touches: Sequence[tuple[str, datetime, str]]) -> None:
+            earliest: dict[str, tuple[datetime, str]] = {}
+            for enquiry_id, at, address in touches:
+                if enquiry_id not in earliest or at < earliest[enquiry_id][0]:
+                    earliest[enquiry_id] = (at, address)
+            names = review_repo.user_names_by_email(session, [address for _, address in earliest.values()])
+            now = self.clock()
+            for enquiry_id, (at, address) in sorted(earliest.items()):
+                record_touch(
+                    session,
+                    enquiry_id,
+                    by=names.get(address.lower(), address),
+                    at=min(at, now),
+                    source="mailbox",
+                    now=now,
+                    note=f"mail from {address}",
+                )
+
+        return team_touched
+
     def pipeline_context(self) -> PipelineContext:
         """The policies and the active (and shadow) model for one run; models load where they classify."""
         with self.factory() as session:
@@ -91,6 +116,8 @@ class Runtime:
             start_timers=timer_starter(self.sla_policies, clock=self.clock),
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
+            team_domains=self.settings.outbound.domains,
+            on_team_touches=self.team_touch_hook(),
             parse_workers=self.settings.parse_workers,
             clock=self.clock,
         )

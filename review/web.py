@@ -31,6 +31,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
+from models.errors import ConfigError
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
 from store import flags, review_repo
@@ -317,7 +318,7 @@ def _reply_context(
     outbound = settings.outbound
     try:
         available = reply_templates.load_templates(Path(settings.policy_dir))
-    except reply_templates.ConfigError as error:
+    except ConfigError as error:
         logger.error("reply templates not loaded: %s", error)
         available = {}
     suiting = reply_templates.suiting(available, view.enquiry.intent)

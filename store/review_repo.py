@@ -302,6 +302,17 @@ def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> lis
 # --- users ------------------------------------------------------------------------------------------
 
 
+def user_names_by_email(session: Session, addresses: Sequence[str]) -> dict[str, str]:
+    """Lower-case e-mail address → the name of the active user with it (for mailbox touches)."""
+    wanted = sorted({address.lower() for address in addresses if address})
+    if not wanted:
+        return {}
+    statement = sa.select(sa.func.lower(User.email), User.name).where(
+        sa.func.lower(User.email).in_(wanted), User.active.is_(True)
+    )
+    return {email: name for email, name in session.execute(statement) if email}
+
+
 def get_user(session: Session, name: str) -> User | None:
     return session.scalar(sa.select(User).where(User.name == name))
 
