@@ -156,7 +156,12 @@ def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict
     summary = ReplySummary()
     if outbound.smtp is not None:
         summary = drain_replies(
-            runtime.factory, SmtpReplySender(outbound), outbound, clock=runtime.clock, only_ids=only_ids
+            runtime.factory,
+            SmtpReplySender(outbound),
+            outbound,
+            clock=runtime.clock,
+            only_ids=only_ids,
+            automated_counts=runtime.settings.sla.automated_reply_counts_as_first_response,
         )
     with runtime.factory() as session:
         waiting = reply_outbox.counts(session).get("pending", 0)

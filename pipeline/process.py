@@ -44,6 +44,8 @@ PARALLEL_MINIMUM = 1_000  # pending records below which starting worker processe
 TimerStarter = Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]
 # Told of customers' follow-ups (enquiry id, when): a clock paused "waiting on the customer" resumes.
 ReplyHook = Callable[[Session, Sequence[tuple[str, datetime]]], None]
+# Queues the automated lane's acknowledgements: (enquiry row, decision) pairs, the batch's instant.
+AutoReplyHook = Callable[[Session, Sequence[tuple[dict[str, Any], Decision]], datetime], int]
 # Told of the team's own mail in a thread (enquiry id, the mail's Date, sender address): a first touch.
 TeamTouchHook = Callable[[Session, Sequence[tuple[str, datetime, str]]], None]
 
@@ -62,6 +64,7 @@ class PipelineContext:
     # The team's own mail domains: their mail threaded on an enquiry is an outbound first touch.
     team_domains: frozenset[str] = frozenset()
     on_team_touches: TeamTouchHook | None = None
+    auto_replies: AutoReplyHook | None = None  # None: the automated lane sends no acknowledgement
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
     parallel_minimum: int = PARALLEL_MINIMUM
     clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
@@ -90,6 +93,7 @@ class ProcessSummary:
     timers_started: int = 0
     review_items: int = 0
     audit_rows: int = 0
+    auto_replies_queued: int = 0
     batches: int = 0
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -105,6 +109,7 @@ class ProcessSummary:
             "timers_started": self.timers_started,
             "review_items": self.review_items,
             "audit_rows": self.audit_rows,
+            "auto_replies_queued": self.auto_replies_queued,
             "batches": self.batches,
         }
 
@@ -552,6 +557,16 @@ def _open_enquiries(
                         "payload": task_payload(row, due.get(item.enquiry_id)),
                     }
                 )
+    if context.auto_replies is not None:
+        automated = [
+            (row, decision)
+            for row, decision in zip(enquiry_rows, decisions, strict=True)
+            if decision.lane is Lane.AUTOMATE and decision.intent not in policy.lanes.no_lead_intents
+        ]
+        if automated:
+            queued = context.auto_replies(session, automated, now)
+            summary.auto_replies_queued += queued
+            summary.audit_rows += queued
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
     summary.leads_queued += outbox.enqueue(
         session, [r for r in outbox_rows if r["operation"] == "upsert_lead"], now=now

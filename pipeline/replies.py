@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.smtp_outbound import OutboundSettings, OutgoingReply, build_reply
 from models.errors import FatalError, RetriableError, TriageError
 from sla import service as sla_service
-from store import reply_outbox, review_repo
+from store import flags, reply_outbox, review_repo
 from store.common import Clock, utcnow
 from store.db import transaction
 from store.reply_outbox import ClaimedReply
@@ -55,6 +55,7 @@ _ADDRESS = re.compile(
 SPAM_INTENT = "spam"
 MAX_REFERENCES = 10
 RATE_WINDOW = timedelta(hours=1)
+KILL_SWITCH_RECHECK = timedelta(minutes=5)
 
 
 class ReplyRefused(TriageError):
@@ -73,7 +74,26 @@ class ReplySender(Protocol):
         ...
 
 
-def refusal(enquiry: Enquiry, *, team_domains: frozenset[str] = frozenset()) -> str | None:
+class ReplyTarget(Protocol):
+    """The facts of an enquiry a reply needs (an `Enquiry` row, or the batch's row before it is one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def sender_email(self) -> str | None: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def intent(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def message_key(self) -> str | None: ...
+
+
+def refusal(enquiry: ReplyTarget, *, team_domains: frozenset[str] = frozenset()) -> str | None:
     """Why no reply may go to this enquiry's sender, or None when one may."""
     address = enquiry.sender_email
     if not address:
@@ -93,7 +113,7 @@ def refusal(enquiry: Enquiry, *, team_domains: frozenset[str] = frozenset()) -> 
     return None
 
 
-def reply_subject(enquiry: Enquiry) -> str:
+def reply_subject(enquiry: ReplyTarget) -> str:
     """'Re: <subject>' (once), or a plain one for enquiries without a subject."""
     subject = " ".join(enquiry.subject.split())
     if not subject:
@@ -136,6 +156,38 @@ def enqueue_reply(
 
     Raises ReplyRefused when it must not be sent (see `refusal`) or cannot be (no from address).
     """
+    in_reply_to, references = _thread_keys(session, enquiry)
+    row = outbox_row(
+        enquiry,
+        author=author,
+        body=body,
+        outbound=outbound,
+        now=now,
+        subject=subject,
+        kind=kind,
+        template=template,
+        references=references,
+    )
+    row["in_reply_to"] = in_reply_to
+    new = reply_outbox.add(session, row)
+    stored = reply_outbox.by_key(session, row["idempotency_key"])
+    assert stored is not None
+    return stored.id, new
+
+
+def outbox_row(
+    enquiry: ReplyTarget,
+    *,
+    author: str,
+    body: str,
+    outbound: OutboundSettings,
+    now: datetime,
+    subject: str | None = None,
+    kind: str = "reply",
+    template: str | None = None,
+    references: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The reply_outbox row of one reply, its Message-ID fixed (uuid5 of the idempotency key)."""
     reason = refusal(enquiry, team_domains=outbound.domains)
     if reason is not None:
         raise ReplyRefused(reason)
@@ -147,34 +199,117 @@ def enqueue_reply(
     subject_line = " ".join((subject or reply_subject(enquiry)).split())
     key = idempotency_key(enquiry.id, kind=kind, author=author, subject=subject_line, body=text)
     domain = outbound.from_address.rsplit("@", 1)[1]
-    message_id = f"{uuid.uuid5(MESSAGE_ID_NAMESPACE, key).hex}.reply@{domain}"
-    in_reply_to, references = _thread_keys(session, enquiry)
     assert enquiry.sender_email is not None  # refusal() checked it
-    new = reply_outbox.add(
-        session,
-        {
-            "idempotency_key": key,
-            "enquiry_id": enquiry.id,
-            "kind": kind,
-            "author": author,
-            "template": template,
-            "from_address": outbound.from_address,
-            "to_address": enquiry.sender_email,
-            "subject": subject_line,
-            "body": text,
-            "message_id": message_id,
-            "in_reply_to": in_reply_to,
-            "reference_ids": " ".join(references) or None,
-            "status": "pending",
-            "attempts": 0,
-            "in_doubt": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
-    )
-    row = reply_outbox.by_key(session, key)
-    assert row is not None
-    return row.id, new
+    threaded = enquiry.channel == "email" and bool(enquiry.message_key)
+    return {
+        "idempotency_key": key,
+        "enquiry_id": enquiry.id,
+        "kind": kind,
+        "author": author,
+        "template": template,
+        "from_address": outbound.from_address,
+        "to_address": enquiry.sender_email,
+        "subject": subject_line,
+        "body": text,
+        "message_id": f"{uuid.uuid5(MESSAGE_ID_NAMESPACE, key).hex}.reply@{domain}",
+        "in_reply_to": enquiry.message_key if threaded else None,
+        "reference_ids": " ".join(references or ([enquiry.message_key or ""] if threaded else [])) or None,
+        "status": "pending",
+        "attempts": 0,
+        "in_doubt": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchEnquiry:
+    id: str
+    channel: str
+    sender_email: str | None
+    subject: str
+    intent: str
+    queue: str
+    message_key: str | None
+
+
+@dataclass
+class AutoReplier:
+    """The automated lane's acknowledgements: a decision-matrix task's `auto_reply` template.
+
+    Called by the batch for its automated enquiries. An enquiry gets its task's template when the
+    template suits its intent and a reply may go to it (`refusal`: no address, bounce, spam, the
+    team's own); bots and auto-replies never reach here (the lane engine and the parser set them
+    aside), and the kill switch keeps enquiries out of the automated lane. Each queued reply writes
+    an audit row; the drain holds automated replies back while the kill switch is on.
+    """
+
+    tasks: dict[str, str | None]  # matrix task → template name
+    templates: dict[str, Any]  # name → review.reply_templates.TemplateSpec
+    outbound: OutboundSettings
+    promise: Any  # Callable[[dict, Decision], str]: the SLA promise in words
+
+    def __call__(
+        self, session: Session, candidates: Sequence[tuple[dict[str, Any], Any]], now: datetime
+    ) -> int:
+        from review.reply_templates import render
+        from store import enquiries as enquiry_store
+
+        rows: list[dict[str, Any]] = []
+        audits: list[dict[str, Any]] = []
+        for row, decision in candidates:
+            name = self.tasks.get(decision.task)
+            spec = self.templates.get(name) if name else None
+            if spec is None or not spec.suits(decision.intent):
+                continue
+            target = _BatchEnquiry(
+                row["id"], row["channel"], row["sender_email"], row["subject"], row["intent"], row["queue"],
+                row["message_key"],
+            )  # fmt: skip
+            sender_name = (row.get("sender_name") or "").strip()
+            values = {
+                "first_name": sender_name.split()[0] if sender_name else "there",
+                "company": str((row.get("enrichment") or {}).get("company") or ""),
+                "intent": decision.intent,
+                "owner": self.outbound.from_name or "the team",
+                "sla_promise": self.promise(row, decision),
+            }
+            rendered = render(spec, values)
+            try:
+                reply = outbox_row(
+                    target,
+                    author="system",
+                    body=rendered.body,
+                    subject=rendered.subject,
+                    outbound=self.outbound,
+                    now=now,
+                    kind="auto_reply",
+                    template=spec.name,
+                )
+            except ReplyRefused as refused:
+                log.info("no automated reply to %s: %s", row["id"], refused)
+                continue
+            rows.append(reply)
+            audits.append(
+                {
+                    "enquiry_id": row["id"],
+                    "created_at": now,
+                    "actor": "system",
+                    "kind": "auto_reply_queued",
+                    "lane": row["lane"],
+                    "intent": row["intent"],
+                    "queue": row["queue"],
+                    "priority": row["priority"],
+                    "confidence": row["confidence"],
+                    "task": decision.task,
+                    "reasons": [f"automated reply {spec.name} queued for {reply['to_address']}"],
+                    "policy_version": decision.policy_version,
+                    "model_version": row["model_version"],
+                }
+            )
+        added = [audit for reply, audit in zip(rows, audits, strict=True) if reply_outbox.add(session, reply)]
+        enquiry_store.add_decisions(session, added)
+        return len(added)
 
 
 @dataclass
@@ -208,8 +343,13 @@ def drain_replies(
     only_ids: Sequence[int] | None = None,
     max_replies: int = 1_000,
     from_name: str | None = None,
+    automated_counts: bool = False,
 ) -> ReplySummary:
-    """Send due replies one at a time (claim and commit, send, commit the outcome)."""
+    """Send due replies one at a time (claim and commit, send, commit the outcome).
+
+    `automated_counts`: an automated acknowledgement also stops the human first-response clock
+    (`TRIAGE_SLA__AUTOMATED_REPLY_COUNTS_AS_FIRST_RESPONSE`); by default it does not.
+    """
     summary = ReplySummary()
     lease = timedelta(seconds=outbound.lease_seconds)
     for _ in range(max_replies):
@@ -217,7 +357,16 @@ def drain_replies(
             claimed = reply_outbox.claim_next(session, now=clock(), lease=lease, only_ids=only_ids)
         if claimed is None:
             break
-        _send_one(factory, sender, outbound, claimed, summary, clock, from_name or outbound.from_name)
+        _send_one(
+            factory,
+            sender,
+            outbound,
+            claimed,
+            summary,
+            clock,
+            from_name or outbound.from_name,
+            automated_counts,
+        )
     return summary
 
 
@@ -229,7 +378,21 @@ def _send_one(
     summary: ReplySummary,
     clock: Clock,
     from_name: str | None,
+    automated_counts: bool,
 ) -> None:
+    if claimed.kind == "auto_reply":
+        with transaction(factory) as session:
+            paused, _ = flags.automation_paused(session)
+            if paused:  # the kill switch holds automated replies; a person's reply still goes
+                reply_outbox.defer(
+                    session,
+                    claimed.id,
+                    until=clock() + KILL_SWITCH_RECHECK,
+                    error="held: automation is paused",
+                    undo_claim=True,
+                )
+                summary.deferred += 1
+                return
     if claimed.in_doubt:
         if claimed.in_doubt > 1:
             error = (
@@ -245,7 +408,13 @@ def _send_one(
             found = None
         if found:
             with transaction(factory) as session:
-                _record_accepted(session, claimed, at=clock(), note="found in the Sent folder")
+                _record_accepted(
+                    session,
+                    claimed,
+                    at=clock(),
+                    note="found in the Sent folder",
+                    automated_counts=automated_counts,
+                )
             summary.found_in_sent_folder += 1
             return
     else:
@@ -290,7 +459,7 @@ def _send_one(
         _fail(factory, claimed, str(error), summary, at=clock())
         return
     with transaction(factory) as session:
-        _record_accepted(session, claimed, at=clock())
+        _record_accepted(session, claimed, at=clock(), automated_counts=automated_counts)
     summary.sent += 1
 
 
@@ -305,7 +474,12 @@ def _fail(
 
 
 def _record_accepted(
-    session: Session, claimed: ClaimedReply, *, at: datetime, note: str | None = None
+    session: Session,
+    claimed: ClaimedReply,
+    *,
+    at: datetime,
+    note: str | None = None,
+    automated_counts: bool = False,
 ) -> None:
     """The server accepted the reply: thread it, audit it, stop the clock, close a person's item."""
     if not reply_outbox.mark_sent(session, claimed.id, at=at, note=note):
@@ -322,9 +496,13 @@ def _record_accepted(
     )
     reasons = [f"reply sent to {claimed.to_address} as <{claimed.message_id}>"] + ([note] if note else [])
     _audit(session, claimed, kind="reply_sent", reasons=reasons, at=at)
-    source = "automated" if claimed.kind == "auto_reply" else "pages"
-    if claimed.kind != "auto_reply":
-        sla_service.stop_first_response(session, claimed.enquiry_id, by=claimed.author, at=at, source=source)
+    if claimed.kind == "auto_reply":
+        if automated_counts:
+            sla_service.stop_first_response(
+                session, claimed.enquiry_id, by="system", at=at, source="automated"
+            )
+    else:
+        sla_service.stop_first_response(session, claimed.enquiry_id, by=claimed.author, at=at, source="pages")
         item = review_repo.item_for_enquiry(session, claimed.enquiry_id)
         if item is not None and item.status != "done":
             review_repo.set_item_state(

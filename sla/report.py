@@ -10,6 +10,10 @@ Definitions, so the page and the database can be checked against each other:
   recorded in the CRM), `automated`; `unrecorded` for timers stopped before sources were kept;
 - *share automated*: enquiries received in the period whose lane is `automate`, over all received;
 - *AI proposals accepted*: audit rows of kind `accept` over `accept` + `correction` in the period;
+- *acknowledgements*: automated replies (a decision-matrix task's `auto_reply`) the SMTP server
+  accepted, for enquiries received in the period, and wall-clock minutes from receipt to acceptance.
+  Reported apart from the human first response, which they do not stop unless
+  `TRIAGE_SLA__AUTOMATED_REPLY_COUNTS_AS_FIRST_RESPONSE` is set (then their touch source is `automated`);
 - *review time*: wall-clock minutes from a review item's creation to its closing, for items closed
   in the period.
 """
@@ -32,7 +36,7 @@ from sqlalchemy.orm import Session
 from connectors.notify import Attachment, Notification, NotifySettings, SmtpNotifier
 from sla.calendar import business_minutes_between
 from sla.policies import SlaPolicies
-from store import sla_repo
+from store import reply_outbox, sla_repo
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 AT_RISK_HORIZON = timedelta(hours=4)
@@ -78,6 +82,8 @@ class ReportData:
     corrected: int = 0
     review_minutes: dict[int, float | None] = field(default_factory=dict)
     by_touch_source: list[dict[str, Any]] = field(default_factory=list)
+    acknowledged: int = 0
+    acknowledgement_minutes: dict[int, float | None] = field(default_factory=dict)
     facts: list[sla_repo.TimerFact] = field(default_factory=list)
 
     @property
@@ -163,6 +169,12 @@ def build_report(
         for created, closed in sla_repo.review_durations(session, since=since, until=until)
     ]
     data.review_minutes = {p: percentile(durations, p) for p in (50, 90)}
+    acks = [
+        (accepted - received).total_seconds() / 60.0
+        for received, accepted in reply_outbox.acknowledgement_times(session, since=since, until=until)
+    ]
+    data.acknowledged = len(acks)
+    data.acknowledgement_minutes = {p: percentile(acks, p) for p in (50, 90)}
     return data
 
 
@@ -209,6 +221,10 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         "acceptance_rate": data.acceptance_rate,
         "by_sdr": by_sdr,
         "by_touch_source": data.by_touch_source,
+        "acknowledgements": {
+            "sent": data.acknowledged,
+            **{f"p{p}_minutes": value for p, value in data.acknowledgement_minutes.items()},
+        },
         "by_channel": [vars_of(item) for item in data.by_channel],
         "by_queue": [vars_of(item) for item in data.by_queue],
     }

@@ -143,6 +143,25 @@ def accepted_since(session: Session, *, since: datetime) -> tuple[int, dict[str,
     return sum(per_domain.values()), per_domain
 
 
+def acknowledgement_times(
+    session: Session, *, since: datetime, until: datetime
+) -> list[tuple[datetime, datetime]]:
+    """(received_at, accepted_at) of automated replies sent for enquiries received in [since, until)."""
+    from store.tables import Enquiry
+
+    statement = (
+        sa.select(Enquiry.received_at, ReplyOutbox.accepted_at)
+        .join(Enquiry, Enquiry.id == ReplyOutbox.enquiry_id)
+        .where(
+            ReplyOutbox.kind == "auto_reply",
+            ReplyOutbox.status == "sent",
+            Enquiry.received_at >= since,
+            Enquiry.received_at < until,
+        )
+    )
+    return [(received, accepted) for received, accepted in session.execute(statement) if accepted is not None]
+
+
 def counts(session: Session) -> dict[str, int]:
     """Replies per status."""
     statement = sa.select(ReplyOutbox.status, sa.func.count()).group_by(ReplyOutbox.status)

@@ -258,6 +258,12 @@ def _print_report(figures: dict[str, Any]) -> None:
             f"median time to first response {median:.0f} business minutes, over {figures['responded']} "
             f"answered timers"
         )
+    acks = figures["acknowledgements"]
+    if acks["sent"]:
+        console.print(
+            f"automated acknowledgements: {acks['sent']} sent, median {acks['p50_minutes']:.0f} minutes "
+            "after receipt (apart from the human first response)"
+        )
     if figures["by_touch_source"]:
         sources = Table("first touch from", "answered", "late", "median minutes", title="by touch source")
         for row in figures["by_touch_source"]:
