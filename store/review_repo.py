@@ -272,6 +272,7 @@ class BreachRow:
     due_at: datetime
     status: str
     stopped_at: datetime | None
+    touch_source: str | None = None
 
 
 def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> list[BreachRow]:
@@ -285,6 +286,7 @@ def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> lis
             SlaTimer.due_at,
             SlaTimer.status,
             SlaTimer.stopped_at,
+            SlaTimer.touch_source,
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .where(
