@@ -32,6 +32,15 @@ from models.errors import FatalError, RetriableError
 log = logging.getLogger(__name__)
 
 
+class MailboxOutbound(BaseModel):
+    """A mailbox's own way out: replies to enquiries it received go from here (unset fields inherit)."""
+
+    from_address: str | None = None
+    from_name: str | None = None
+    smtp: SmtpSettings | None = None
+    sent_folder: ImapMailbox | None = None
+
+
 class OutboundSettings(BaseModel):
     """How replies reach customers: `TRIAGE_OUTBOUND__...` in the environment."""
 
@@ -62,15 +71,33 @@ class OutboundSettings(BaseModel):
         gt=0,
         description="How long a reply being sent stays claimed; after that a pass treats it as in doubt.",
     )
+    mailboxes: dict[str, MailboxOutbound] = Field(
+        default_factory=dict,
+        description="Per-mailbox overrides, by mailbox name (the source imap:<name>): replies to its "
+        "enquiries use its from address, SMTP server and Sent folder.",
+    )
     per_domain_per_hour: int = Field(default=20, ge=1, description="Replies per recipient domain per hour.")
     total_per_hour: int = Field(default=500, ge=1, description="Replies per hour in total.")
+
+    def for_source(self, source: str) -> OutboundSettings:
+        """These settings with the override of the mailbox an enquiry came from, if it has one."""
+        name = source.removeprefix("imap:") if source.startswith("imap:") else None
+        override = self.mailboxes.get(name) if name is not None else None
+        if override is None:
+            return self
+        changes = {
+            key: getattr(override, key)
+            for key in MailboxOutbound.model_fields
+            if getattr(override, key) is not None
+        }
+        return self.model_copy(update=changes)
 
     @property
     def domains(self) -> frozenset[str]:
         """The team domains, lower case (the from address's own domain included)."""
         found = {domain.strip().lower().lstrip("@") for domain in self.team_domains if domain.strip()}
-        if self.from_address and "@" in self.from_address:
-            found.add(self.from_address.rsplit("@", 1)[1].lower())
+        addresses = [self.from_address] + [box.from_address for box in self.mailboxes.values()]
+        found.update(address.rsplit("@", 1)[1].lower() for address in addresses if address and "@" in address)
         return frozenset(found)
 
 
@@ -177,8 +204,6 @@ class SmtpReplySender:
     """Sends replies through the configured SMTP server and files them in the Sent folder."""
 
     def __init__(self, settings: OutboundSettings) -> None:
-        if settings.smtp is None:
-            raise FatalError("no SMTP server for replies: set TRIAGE_OUTBOUND__SMTP__HOST")
         self.settings = settings
         self.smtp = settings.smtp
         self.sent_folder = SentFolder(settings.sent_folder) if settings.sent_folder is not None else None
@@ -192,6 +217,8 @@ class SmtpReplySender:
     def send(self, message: EmailMessage) -> None:
         """Hand the message to the SMTP server; returns once the server accepted it."""
         smtp = self.smtp
+        if smtp is None:  # waits (with backoff) for the configuration rather than failing the reply
+            raise RetriableError("no SMTP server for replies: set TRIAGE_OUTBOUND__SMTP__HOST")
         try:
             client: smtplib.SMTP
             if smtp.ssl:
@@ -228,6 +255,24 @@ class SmtpReplySender:
                 log.warning(
                     "reply %s sent but not filed in the Sent folder: %s", message["Message-ID"], error
                 )
+
+
+class SenderPool:
+    """One sender per enquiry source: a mailbox with an override sends through its own server."""
+
+    def __init__(self, settings: OutboundSettings) -> None:
+        self.settings = settings
+        self._senders: dict[str, SmtpReplySender] = {}
+
+    @property
+    def configured(self) -> bool:
+        """Whether any SMTP server is configured at all."""
+        return self.settings.smtp is not None or any(box.smtp for box in self.settings.mailboxes.values())
+
+    def __call__(self, source: str) -> SmtpReplySender:
+        if source not in self._senders:
+            self._senders[source] = SmtpReplySender(self.settings.for_source(source))
+        return self._senders[source]
 
 
 def _words(value: bytes | str) -> str:

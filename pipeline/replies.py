@@ -24,7 +24,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -81,6 +81,8 @@ class ReplyTarget(Protocol):
     def id(self) -> str: ...
     @property
     def channel(self) -> str: ...
+    @property
+    def source(self) -> str: ...
     @property
     def sender_email(self) -> str | None: ...
     @property
@@ -187,7 +189,11 @@ def outbox_row(
     template: str | None = None,
     references: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The reply_outbox row of one reply, its Message-ID fixed (uuid5 of the idempotency key)."""
+    """The reply_outbox row of one reply, its Message-ID fixed (uuid5 of the idempotency key).
+
+    The from address is the enquiry's mailbox's own, when it has an override.
+    """
+    outbound = outbound.for_source(enquiry.source)
     reason = refusal(enquiry, team_domains=outbound.domains)
     if reason is not None:
         raise ReplyRefused(reason)
@@ -226,6 +232,7 @@ def outbox_row(
 class _BatchEnquiry:
     id: str
     channel: str
+    source: str
     sender_email: str | None
     subject: str
     intent: str
@@ -263,8 +270,8 @@ class AutoReplier:
             if spec is None or not spec.suits(decision.intent):
                 continue
             target = _BatchEnquiry(
-                row["id"], row["channel"], row["sender_email"], row["subject"], row["intent"], row["queue"],
-                row["message_key"],
+                row["id"], row["channel"], row["source"], row["sender_email"], row["subject"], row["intent"],
+                row["queue"], row["message_key"],
             )  # fmt: skip
             sender_name = (row.get("sender_name") or "").strip()
             values = {
@@ -344,8 +351,12 @@ def drain_replies(
     max_replies: int = 1_000,
     from_name: str | None = None,
     automated_counts: bool = False,
+    sender_for: Callable[[str], ReplySender] | None = None,
 ) -> ReplySummary:
     """Send due replies one at a time (claim and commit, send, commit the outcome).
+
+    `sender_for(source)`: the sender for replies to an enquiry from that source (a mailbox with its
+    own SMTP server); `sender` for every reply without it.
 
     `automated_counts`: an automated acknowledgement also stops the human first-response clock
     (`TRIAGE_SLA__AUTOMATED_REPLY_COUNTS_AS_FIRST_RESPONSE`); by default it does not.
@@ -357,14 +368,15 @@ def drain_replies(
             claimed = reply_outbox.claim_next(session, now=clock(), lease=lease, only_ids=only_ids)
         if claimed is None:
             break
+        mailbox = outbound.for_source(claimed.source)
         _send_one(
             factory,
-            sender,
-            outbound,
+            sender_for(claimed.source) if sender_for is not None else sender,
+            mailbox,
             claimed,
             summary,
             clock,
-            from_name or outbound.from_name,
+            from_name or mailbox.from_name,
             automated_counts,
         )
     return summary

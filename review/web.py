@@ -339,18 +339,25 @@ def _reply_context(
 
 def _send_now(request: Request, session: Session, reply_id: int) -> str:
     """Drain this one reply right away; what to tell the person."""
-    from connectors.smtp_outbound import SmtpReplySender
+    from connectors.smtp_outbound import SenderPool
     from pipeline.replies import drain_replies
     from store.db import make_session_factory
     from store.tables import ReplyOutbox
 
     settings: Settings = request.app.state.settings
-    if settings.outbound.smtp is None:
+    pool = SenderPool(settings.outbound)
+    if not pool.configured:
         return "Reply queued; no SMTP server is configured (TRIAGE_OUTBOUND__SMTP__HOST), so it waits."
     factory = make_session_factory(session.get_bind())  # type: ignore[arg-type]
     clock = getattr(request.app.state, "clock", utcnow)
     drain_replies(
-        factory, SmtpReplySender(settings.outbound), settings.outbound, clock=clock, only_ids=[reply_id]
+        factory,
+        pool(""),
+        settings.outbound,
+        clock=clock,
+        only_ids=[reply_id],
+        automated_counts=settings.sla.automated_reply_counts_as_first_response,
+        sender_for=pool,
     )
     session.expire_all()
     row = session.get(ReplyOutbox, reply_id)

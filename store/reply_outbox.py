@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from store.common import for_update_skip_locked, insert_ignore
-from store.tables import ReplyOutbox
+from store.tables import Enquiry, ReplyOutbox
 
 OPEN_STATUSES = ("pending", "sending")
 
@@ -28,6 +28,7 @@ class ClaimedReply:
 
     id: int
     enquiry_id: str
+    source: str  # the enquiry's source: a mailbox may send through its own server
     kind: str
     author: str
     from_address: str
@@ -82,9 +83,11 @@ def claim_next(
     row.attempts += 1
     row.next_attempt_at = now + lease
     session.flush()
+    source = session.scalar(sa.select(Enquiry.source).where(Enquiry.id == row.enquiry_id)) or ""
     return ClaimedReply(
         id=row.id,
         enquiry_id=row.enquiry_id,
+        source=source,
         kind=row.kind,
         author=row.author,
         from_address=row.from_address,
@@ -147,8 +150,6 @@ def acknowledgement_times(
     session: Session, *, since: datetime, until: datetime
 ) -> list[tuple[datetime, datetime]]:
     """(received_at, accepted_at) of automated replies sent for enquiries received in [since, until)."""
-    from store.tables import Enquiry
-
     statement = (
         sa.select(Enquiry.received_at, ReplyOutbox.accepted_at)
         .join(Enquiry, Enquiry.id == ReplyOutbox.enquiry_id)

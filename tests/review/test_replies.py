@@ -13,10 +13,17 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.notify import SmtpSettings
-from connectors.smtp_outbound import OutboundSettings, OutgoingReply, SmtpReplySender, build_reply
+from connectors.smtp_outbound import (
+    MailboxOutbound,
+    OutboundSettings,
+    OutgoingReply,
+    SenderPool,
+    SmtpReplySender,
+    build_reply,
+)
 from pipeline.replies import drain_replies
 from review import service
-from store.tables import DecisionRow, EnquiryMessage, ReplyOutbox, ReviewItem, SlaTimer
+from store.tables import DecisionRow, Enquiry, EnquiryMessage, ReplyOutbox, ReviewItem, SlaTimer
 from tests.review.review_builders import NOW, add_enquiry_with_item
 from tests.sla.sla_helpers import SmtpSink, free_port, smtp_server
 
@@ -235,3 +242,35 @@ def test_rate_limits_hold_replies_back_per_recipient_domain(session_factory: ses
             queue_reply(session, outbound)
         summary = drain_replies(session_factory, SmtpReplySender(outbound), outbound, clock=clock)
     assert (summary.sent, summary.deferred, len(sink.messages)) == (1, 1, 1)
+
+
+def test_a_mailbox_override_sends_from_its_own_address_through_its_own_server(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with smtp_server() as main, smtp_server() as support:
+        outbound = OutboundSettings(
+            smtp=SmtpSettings(host=main.host, port=main.port, starttls=False),
+            from_address="sales@team.example",
+            mailboxes={
+                "support": MailboxOutbound(
+                    from_address="support@team.example",
+                    smtp=SmtpSettings(host=support.host, port=support.port, starttls=False),
+                )
+            },
+        )
+        with session_factory() as session:
+            item_id, enquiry_id = add_enquiry_with_item(session)
+            other_item, _ = add_enquiry_with_item(session, sender_email="bo@acme.example")
+            enquiry = session.get(Enquiry, enquiry_id)
+            assert enquiry is not None
+            enquiry.source = "imap:support"
+            session.commit()
+            for item in (item_id, other_item):
+                service.send_reply(session, item, user="sam", text="Hello", outbound=outbound, now=NOW)
+            session.commit()
+        pool = SenderPool(outbound)
+        summary = drain_replies(session_factory, pool(""), outbound, clock=Clock(), sender_for=pool)
+    assert summary.sent == 2
+    assert [m["From"] for _, m in support.messages] == ["support@team.example"]
+    assert [m["From"] for _, m in main.messages] == ["sales@team.example"]
+    assert support.messages[0][1]["Message-ID"].endswith("@team.example>")
