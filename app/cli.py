@@ -166,6 +166,7 @@ def _run_pass(runtime: Any, *, direct: bool, quiet: bool) -> dict[str, Any]:
             processed = jobs.process(runtime, on_batch=advance)
         crm = jobs.sync_crm(runtime)
         summary = jobs.run_summary(runtime, ingests, processed, crm)
+        summary.update(jobs.send_replies(runtime))
         jobs.record_flow_run(runtime, "intake", summary)
         logging.getLogger("pipeline.jobs").info(jobs.summary_line(summary))
         return summary

@@ -116,6 +116,11 @@ class MatrixTask(_Strict):
     review_sla: str
     escalation: str
     rollback: str
+    auto_reply: str | None = Field(
+        default=None,
+        description="A reply template (reply_templates/NAME.yaml) sent to the enquirer when an enquiry "
+        "of this task is automated; only where the template suits the enquiry's intent.",
+    )
 
     @model_validator(mode="after")
     def _scores_fit_matrix(self) -> MatrixTask:
@@ -187,6 +192,13 @@ def load_policy(directory: Path) -> Policy:
             raise ConfigError(
                 f"{directory / 'taxonomy.yaml'}: intents.{intent}.task names {policy.task!r}, which "
                 f"{directory / 'decision_matrix.yaml'} does not define (tasks: {', '.join(matrix.tasks)})"
+            )
+    for name, task in matrix.tasks.items():
+        template_file = directory / "reply_templates" / f"{task.auto_reply}.yaml"
+        if task.auto_reply is not None and not template_file.is_file():
+            raise ConfigError(
+                f"{directory / 'decision_matrix.yaml'}: tasks.{name}.auto_reply names {task.auto_reply!r}, "
+                f"which has no file {template_file}"
             )
     for intent in lanes.no_lead_intents:
         if intent not in taxonomy.intents:

@@ -1,7 +1,9 @@
 """One settings object, read from the environment (prefix TRIAGE_, nested with __).
 
 Examples: TRIAGE_HOME=/srv/triage, TRIAGE_DATABASE_URL=postgresql://..., TRIAGE_CRM__BACKEND=salesforce,
-TRIAGE_SALESFORCE__USERNAME=..., TRIAGE_IMAP__HOST=imap.example.com. Secrets are `SecretStr`: they print
+TRIAGE_SALESFORCE__USERNAME=..., TRIAGE_IMAP__HOST=imap.example.com,
+TRIAGE_OUTBOUND__SMTP__HOST=smtp.example.com, TRIAGE_OUTBOUND__FROM_ADDRESS=sales@example.com.
+Secrets are `SecretStr`: they print
 as '**********' and never reach logs.
 """
 
@@ -20,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.imap_settings import ImapMailbox
 from connectors.notify import NotifySettings
+from connectors.smtp_outbound import OutboundSettings
 from sla.policies import SlaSettings
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "defaults"
@@ -199,6 +202,7 @@ class Settings(BaseSettings):
     hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     pseudonymisation_key: SecretStr | None = None

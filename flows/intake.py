@@ -54,9 +54,14 @@ def sync_crm_task() -> dict[str, Any]:
     return jobs.sync_crm(Runtime(Settings()))
 
 
+@task(name="send-replies", retries=2, retry_delay_seconds=[30, 120], retry_condition_fn=retry_only_retriable)
+def send_replies_task() -> dict[str, Any]:
+    return jobs.send_replies(Runtime(Settings()))
+
+
 @flow(name="intake", log_prints=False)
 def intake_flow(sources: list[str] | None = None) -> dict[str, Any] | State[Any]:
-    """One pass: sources (all configured, or those named) → raw records → enquiries → CRM.
+    """One pass: sources (all configured, or those named) → raw records → enquiries → CRM → replies.
 
     Processing takes every pending record, whichever source or web hook stored it; row locks let
     several deployments (one per mailbox) run this at once on PostgreSQL. Returns the same summary
@@ -82,6 +87,7 @@ def intake_flow(sources: list[str] | None = None) -> dict[str, Any] | State[Any]
         ),
         crm,
     )
+    summary.update(send_replies_task())
     jobs.record_flow_run(runtime, "intake", summary)
     get_run_logger().info(jobs.summary_line(summary))
     failure = jobs.source_failure(summary)

@@ -146,6 +146,34 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict[str, Any]:
+    """Drain the reply outbox once over the configured SMTP server. Without one, replies wait."""
+    from connectors.smtp_outbound import SenderPool
+    from pipeline.replies import ReplySummary, drain_replies
+    from store import reply_outbox
+
+    outbound = runtime.settings.outbound
+    summary = ReplySummary()
+    pool = SenderPool(outbound)
+    if pool.configured:
+        summary = drain_replies(
+            runtime.factory,
+            pool(""),
+            outbound,
+            clock=runtime.clock,
+            only_ids=only_ids,
+            automated_counts=runtime.settings.sla.automated_reply_counts_as_first_response,
+            sender_for=pool,
+        )
+    with runtime.factory() as session:
+        waiting = reply_outbox.counts(session).get("pending", 0)
+    result = summary.as_dict()
+    result["replies_waiting"] = waiting
+    if waiting and not pool.configured:
+        result["reply_errors"] = ["no SMTP server for replies: set TRIAGE_OUTBOUND__SMTP__HOST"]
+    return result
+
+
 def run_summary(
     runtime: Runtime, ingests: list[IngestSummary], processed: ProcessSummary, crm: dict[str, Any]
 ) -> dict[str, Any]:

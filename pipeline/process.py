@@ -44,6 +44,10 @@ PARALLEL_MINIMUM = 1_000  # pending records below which starting worker processe
 TimerStarter = Callable[[Session, Sequence[TimerStart]], dict[str, datetime]]
 # Told of customers' follow-ups (enquiry id, when): a clock paused "waiting on the customer" resumes.
 ReplyHook = Callable[[Session, Sequence[tuple[str, datetime]]], None]
+# Queues the automated lane's acknowledgements: (enquiry row, decision) pairs, the batch's instant.
+AutoReplyHook = Callable[[Session, Sequence[tuple[dict[str, Any], Decision]], datetime], int]
+# Told of the team's own mail in a thread (enquiry id, the mail's Date, sender address): a first touch.
+TeamTouchHook = Callable[[Session, Sequence[tuple[str, datetime, str]]], None]
 
 
 @dataclass
@@ -57,6 +61,10 @@ class PipelineContext:
     shadow: ModelSource = None
     max_body_chars: int = 50_000
     on_customer_replies: ReplyHook | None = None
+    # The team's own mail domains: their mail threaded on an enquiry is an outbound first touch.
+    team_domains: frozenset[str] = frozenset()
+    on_team_touches: TeamTouchHook | None = None
+    auto_replies: AutoReplyHook | None = None  # None: the automated lane sends no acknowledgement
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
     parallel_minimum: int = PARALLEL_MINIMUM
     clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
@@ -85,6 +93,7 @@ class ProcessSummary:
     timers_started: int = 0
     review_items: int = 0
     audit_rows: int = 0
+    auto_replies_queued: int = 0
     batches: int = 0
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -100,6 +109,7 @@ class ProcessSummary:
             "timers_started": self.timers_started,
             "review_items": self.review_items,
             "audit_rows": self.audit_rows,
+            "auto_replies_queued": self.auto_replies_queued,
             "batches": self.batches,
         }
 
@@ -379,6 +389,14 @@ def process_batch(
     threads = _Threads(session, normalised)
     new: list[_NewEnquiry] = []
     messages: list[dict[str, Any]] = []
+    # The team's mails that are already in a thread: replies this product sent (their Message-ID is a
+    # message key), read back from a Sent folder.
+    known_team_keys = set(
+        enquiry_store.enquiries_by_message_key(
+            session,
+            [e.message_key for _, e in normalised if e.message_key and _from_team(e, context.team_domains)],
+        )
+    )
 
     for record, enquiry in normalised:
         digest = digests[id(record)]
@@ -388,8 +406,17 @@ def process_batch(
             continue
         seen.add((enquiry.message_key, digest))
         target = threads.target(enquiry)
+        from_team = _from_team(enquiry, context.team_domains)
+        if from_team and enquiry.message_key in known_team_keys:
+            _set_status(record, RawStatus.DUPLICATE, "a reply this product sent, already in the thread")
+            summary.outcomes[RawStatus.DUPLICATE.value] += 1
+            continue
+        if from_team and target is None and enquiry.in_reply_to:
+            _set_status(record, RawStatus.SKIPPED, "mail from the team's own domain that answers no enquiry")
+            summary.outcomes[RawStatus.SKIPPED.value] += 1
+            continue
         if target is not None:
-            added = _thread_messages(enquiry, target, digest, threads)
+            added = _thread_messages(enquiry, target, digest, threads, outbound=from_team)
             if not added:
                 _set_status(record, RawStatus.DUPLICATE, "conversation already holds every message")
                 summary.outcomes[RawStatus.DUPLICATE.value] += 1
@@ -421,11 +448,24 @@ def process_batch(
     # After the enquiries: a follow-up may belong to an enquiry this very batch opened.
     enquiry_store.add_messages(session, messages)
     raw.save_outcomes(session, records)
-    if messages and context.on_customer_replies is not None:
-        context.on_customer_replies(session, [(m["enquiry_id"], m["sent_at"]) for m in messages])
+    inbound = [m for m in messages if m["direction"] == "inbound"]
+    if inbound and context.on_customer_replies is not None:
+        context.on_customer_replies(session, [(m["enquiry_id"], m["sent_at"]) for m in inbound])
+    touches = [(m["enquiry_id"], m["sent_at"], m["author"]) for m in messages if m["direction"] == "outbound"]
+    if touches and context.on_team_touches is not None:
+        context.on_team_touches(session, touches)
 
 
-def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Threads) -> list[dict[str, Any]]:
+def _from_team(enquiry: EnquiryIn, team_domains: frozenset[str]) -> bool:
+    """Whether a mail was sent by the team (its sender's domain is one of the team's own)."""
+    if enquiry.channel is not Channel.EMAIL or not enquiry.sender_email or not team_domains:
+        return False
+    return enquiry.sender_email.rsplit("@", 1)[-1].lower() in team_domains
+
+
+def _thread_messages(
+    enquiry: EnquiryIn, target: str, digest: str, threads: _Threads, *, outbound: bool = False
+) -> list[dict[str, Any]]:
     """The follow-up rows a record adds to an enquiry: one for a mail, the new messages of a chat."""
     if enquiry.channel is Channel.CHAT:
         known = threads.chat_keys.setdefault(target, set())
@@ -449,7 +489,7 @@ def _thread_messages(enquiry: EnquiryIn, target: str, digest: str, threads: _Thr
     return [
         {
             "enquiry_id": target,
-            "direction": "inbound",
+            "direction": "outbound" if outbound else "inbound",
             "author": enquiry.sender_email,
             "message_key": enquiry.message_key,
             "content_hash": digest,
@@ -577,6 +617,16 @@ def _open_enquiries(
                         "payload": task_payload(row, due.get(item.enquiry_id)),
                     }
                 )
+    if context.auto_replies is not None:
+        automated = [
+            (row, decision)
+            for row, decision in zip(enquiry_rows, decisions, strict=True)
+            if decision.lane is Lane.AUTOMATE and decision.intent not in policy.lanes.no_lead_intents
+        ]
+        if automated:
+            queued = context.auto_replies(session, automated, now)
+            summary.auto_replies_queued += queued
+            summary.audit_rows += queued
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
     summary.leads_queued += outbox.enqueue(
         session, [r for r in outbox_rows if r["operation"] == "upsert_lead"], now=now

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,7 @@ from connectors.files import FileSource
 from models.artifact import artifact_with_status
 from models.records import Channel
 from pipeline.process import PipelineContext
+from pipeline.replies import AutoReplier
 from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
 from store import sla_repo
@@ -76,6 +78,57 @@ class Runtime:
 
         return customer_replied
 
+    def team_touch_hook(self) -> Callable[[Session, Sequence[tuple[str, datetime, str]]], None]:
+        """The team's own mail in a thread stops the first-response clock at its Date (source mailbox)."""
+        from sla.touches import record_touch
+        from store import review_repo
+
+        def team_touched(session: Session, touches: Sequence[tuple[str, datetime, str]]) -> None:
+            earliest: dict[str, tuple[datetime, str]] = {}
+            for enquiry_id, at, address in touches:
+                if enquiry_id not in earliest or at < earliest[enquiry_id][0]:
+                    earliest[enquiry_id] = (at, address)
+            names = review_repo.user_names_by_email(session, [address for _, address in earliest.values()])
+            now = self.clock()
+            for enquiry_id, (at, address) in sorted(earliest.items()):
+                record_touch(
+                    session,
+                    enquiry_id,
+                    by=names.get(address.lower(), address),
+                    at=min(at, now),
+                    source="mailbox",
+                    now=now,
+                    note=f"mail from {address}",
+                )
+
+        return team_touched
+
+    def auto_replier(self) -> AutoReplier | None:
+        """The automated lane's acknowledgements, when a task names a template and replies can be sent."""
+        from review.reply_templates import load_templates, sla_promise
+        from sla.policies import match_policy
+
+        outbound = self.settings.outbound
+        tasks: dict[str, str | None] = {
+            name: task.auto_reply for name, task in self.policy.matrix.tasks.items() if task.auto_reply
+        }
+        if not tasks or not outbound.from_address:
+            return None
+        policies = self.sla_policies
+
+        def promise(row: dict[str, Any], decision: Any) -> str:
+            policy = match_policy(
+                policies,
+                priority=decision.priority,
+                intent=decision.intent,
+                channel=row["channel"],
+                queue=decision.queue,
+                segment=str((row.get("enrichment") or {}).get("segment") or "unknown"),
+            )
+            return sla_promise(policy.first_response_minutes)
+
+        return AutoReplier(tasks, dict(load_templates(self.settings.policy_dir)), outbound, promise)
+
     def pipeline_context(self) -> PipelineContext:
         """The policies and the active (and shadow) model for one run; models load where they classify."""
         with self.factory() as session:
@@ -91,6 +144,9 @@ class Runtime:
             start_timers=timer_starter(self.sla_policies, clock=self.clock),
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
+            team_domains=self.settings.outbound.domains,
+            on_team_touches=self.team_touch_hook(),
+            auto_replies=self.auto_replier(),
             parse_workers=self.settings.parse_workers,
             clock=self.clock,
         )

@@ -1,8 +1,13 @@
 """What people do in the review queue, as plain functions over a session.
 
 Each action writes one `decisions` audit row; a correction also writes a `corrections` row, the label
-the next training run learns from. The first human touch (claim, accept, correct, reply) stops the
-enquiry's first-response SLA clock. Callers own the transaction: these functions flush, never commit.
+the next training run learns from. Only a message to the customer stops the first-response SLA clock:
+claiming, accepting, correcting and noting do not (issue 17). A reply written here goes to the reply
+outbox (`store/reply_outbox.py`) and the clock stops when the SMTP server accepts it
+(`pipeline/replies.py`); `record_touch` stops it by hand for a customer answered elsewhere (a phone
+call, a chat without an e-mail address), with a reason. Accepting closes the item and its resolution
+clock (the triage work is done) but leaves the first-response clock running until the customer is
+answered. Callers own the transaction: these functions flush, never commit.
 
 Who may act: an open item is claimed implicitly by whoever acts on it; an item claimed by someone else
 refuses actions (`ItemClaimedError`) unless `override=True` (the web passes it for ops leads and admins).
@@ -18,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from connectors.smtp_outbound import OutboundSettings
 from models.errors import TriageError
 from review.choices import INTENTS as INTENTS
 from review.choices import LANES as LANES
@@ -190,7 +196,7 @@ def item_view(session: Session, item_id: int, *, now: datetime) -> ItemView:
 
 
 def claim(session: Session, item_id: int, *, user: str, now: datetime | None = None) -> bool:
-    """Claim an item atomically; False if someone else holds it or it is done. A claim is a first touch."""
+    """Claim an item atomically; False if someone else holds it or it is done. Not a first touch."""
     now = now or utcnow()
     item, _ = _load(session, item_id)
     if item.status == "claimed" and item.claimed_by == user:
@@ -199,20 +205,21 @@ def claim(session: Session, item_id: int, *, user: str, now: datetime | None = N
         return False
     item, enquiry = _load(session, item_id)
     _audit(session, enquiry, actor=user, kind="claim", now=now, reasons=[f"claimed by {user}"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
     return True
 
 
 def accept(
     session: Session, item_id: int, *, user: str, now: datetime | None = None, override: bool = False
 ) -> None:
-    """Accept the model's proposal as it stands; the item is done."""
+    """Accept the model's proposal as it stands; the item and its resolution clock are done.
+
+    The first-response clock keeps running: accepting answers no customer.
+    """
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override)
     if item.status == "done":
         raise ItemClosedError(f"item {item_id} is already done")
     _audit(session, enquiry, actor=user, kind="accept", now=now, reasons=["proposal accepted"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
     _close(session, item, by=user, at=now)
 
 
@@ -258,7 +265,6 @@ def correct(
         if previous[key] != value
     ]
     _audit(session, enquiry, actor=user, kind="correction", now=now, reasons=changed or ["confirmed as is"])
-    _stop_clock(session, enquiry.id, by=user, at=now)
 
 
 def reassign(
@@ -286,6 +292,47 @@ def reassign(
     _audit(session, enquiry, actor=user, kind="reassign", now=now, reasons=[reason])
 
 
+def send_reply(
+    session: Session,
+    item_id: int,
+    *,
+    user: str,
+    text: str,
+    outbound: OutboundSettings,
+    subject: str | None = None,
+    template: str | None = None,
+    now: datetime | None = None,
+    override: bool = False,
+) -> int:
+    """Write a reply to the customer into the reply outbox; returns its id (the drain sends it).
+
+    Nothing stops here: the first-response clock stops, and the item closes, when the SMTP server
+    accepts the reply (`pipeline.replies`). Refused (ReviewError) when the enquiry has no address to
+    reply to, a bad or bounce address, or is spam: the message says what to do instead.
+    """
+    from pipeline.replies import ReplyRefused, enqueue_reply
+
+    now = now or utcnow()
+    _, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
+    try:
+        reply_id, new = enqueue_reply(
+            session,
+            enquiry,
+            author=user,
+            body=text[:MAX_TEXT_CHARS],
+            subject=subject,
+            template=template,
+            outbound=outbound,
+            now=now,
+        )
+    except ReplyRefused as error:
+        raise ReviewError(str(error)) from error
+    if new:
+        reasons = ["reply queued" + (f" from template {template}" if template else "")]
+        _audit(session, enquiry, actor=user, kind="reply_queued", now=now, reasons=reasons)
+    return reply_id
+
+
 def mark_replied(
     session: Session,
     item_id: int,
@@ -295,7 +342,11 @@ def mark_replied(
     now: datetime | None = None,
     override: bool = False,
 ) -> None:
-    """Record that the customer got a reply (with its text, if given); stops the clock, closes the item."""
+    """Record that the customer was answered elsewhere (a call, a chat, their own mail client).
+
+    The person vouches for it, so it stops the first-response clock now (source `pages`) and closes
+    the item; the text, if given, is kept in the thread. Replies sent from here use `send_reply`.
+    """
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
     body = (text or "").strip()
@@ -404,7 +455,7 @@ def _audit(
 
 def _stop_clock(session: Session, enquiry_id: str, *, by: str, at: datetime) -> bool:
     """Stop the first-response clock (first touch wins; later calls change nothing)."""
-    return sla_service.stop_first_response(session, enquiry_id, by=by, at=at)
+    return sla_service.stop_first_response(session, enquiry_id, by=by, at=at, source="pages")
 
 
 def _close(session: Session, item: ReviewItem, *, by: str, at: datetime) -> None:

@@ -32,6 +32,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
+from models.errors import ConfigError
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
 from review.display import jinja_finalize
@@ -260,7 +261,9 @@ def item_page(
     except service.ItemNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from error
     can_act = view.item.status == "open" or view.item.claimed_by == user.name or user.is_ops
+    settings: Settings = request.app.state.settings
     context = {
+        **_reply_context(request, session, view, settings, user=user),
         "view": view,
         "can_act": can_act,
         "users": [person.name for person in review_repo.list_users(session) if person.active],
@@ -352,21 +355,125 @@ def reassign_item(
     return _run_action(request, session, item_id, action, done)
 
 
+def _reply_context(
+    request: Request, session: Session, view: service.ItemView, settings: Settings, *, user: CurrentUser
+) -> dict[str, Any]:
+    """The reply panel: templates suiting the intent (one pre-filled when chosen), refusals, sent replies."""
+    from pipeline.replies import refusal, reply_subject
+    from review import reply_templates
+    from store import reply_outbox
+
+    outbound = settings.outbound
+    try:
+        available = reply_templates.load_templates(Path(settings.policy_dir))
+    except ConfigError as error:
+        logger.error("reply templates not loaded: %s", error)
+        available = {}
+    suiting = reply_templates.suiting(available, view.enquiry.intent)
+    chosen = request.query_params.get("template")
+    draft_subject, draft_body = reply_subject(view.enquiry), ""
+    if chosen and chosen in {spec.name for spec in suiting}:
+        rendered = reply_templates.render_for_item(session, view.item.id, available, chosen, owner=user.name)
+        draft_subject, draft_body = rendered.subject, rendered.body
+    return {
+        "reply_templates": [spec.name for spec in suiting],
+        "reply_template": chosen if draft_body else None,
+        "reply_subject": draft_subject,
+        "reply_body": draft_body,
+        "reply_refusal": refusal(view.enquiry, team_domains=outbound.domains),
+        "replies": reply_outbox.for_enquiry(session, view.enquiry.id),
+    }
+
+
+def _send_now(request: Request, session: Session, reply_id: int) -> str:
+    """Drain this one reply right away; what to tell the person."""
+    from connectors.smtp_outbound import SenderPool
+    from pipeline.replies import drain_replies
+    from store.db import make_session_factory
+    from store.tables import ReplyOutbox
+
+    settings: Settings = request.app.state.settings
+    pool = SenderPool(settings.outbound)
+    if not pool.configured:
+        return "Reply queued; no SMTP server is configured (TRIAGE_OUTBOUND__SMTP__HOST), so it waits."
+    factory = make_session_factory(session.get_bind())  # type: ignore[arg-type]
+    clock = getattr(request.app.state, "clock", utcnow)
+    drain_replies(
+        factory,
+        pool(""),
+        settings.outbound,
+        clock=clock,
+        only_ids=[reply_id],
+        automated_counts=settings.sla.automated_reply_counts_as_first_response,
+        sender_for=pool,
+    )
+    session.expire_all()
+    row = session.get(ReplyOutbox, reply_id)
+    if row is not None and row.status == "sent":
+        return f"Reply sent to {row.to_address}; the first-response clock stopped."
+    if row is not None and row.status == "failed":
+        return f"Reply not sent: {row.last_error}"
+    return f"Reply queued; it will be retried: {row.last_error if row else ''}"
+
+
 @router.post("/review/items/{item_id}/reply")
 def reply_item(
     request: Request,
     item_id: ItemId,
     text: str = Form("", max_length=service.MAX_TEXT_CHARS),
+    subject: str = Form("", max_length=300),
+    template: str = Form("", max_length=80),
+    user: CurrentUser = Depends(current_user),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    settings: Settings = request.app.state.settings
+    try:
+        reply_id = service.send_reply(
+            session,
+            item_id,
+            user=user.name,
+            text=text,
+            subject=subject.strip() or None,
+            template=template.strip() or None,
+            outbound=settings.outbound,
+            now=_now(request),
+            override=user.is_ops,
+        )
+        session.commit()
+    except service.ItemNotFoundError as error:
+        session.rollback()
+        raise HTTPException(status_code=404, detail=str(error)) from error
+    except service.ReviewError as error:
+        session.rollback()
+        flash(request, str(error), "error")
+        return _back_to_item(item_id)
+    outcome = _send_now(request, session, reply_id)
+    flash(request, outcome, "error" if outcome.startswith("Reply not sent") else "ok")
+    return _back_to_item(item_id)
+
+
+@router.post("/review/items/{item_id}/answered")
+def answered_item(
+    request: Request,
+    item_id: int,
+    reason: str = Form("", max_length=service.MAX_TEXT_CHARS),
     user: CurrentUser = Depends(current_user),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
     def action() -> None:
+        if not reason.strip():
+            raise service.ReviewError("say how the customer was answered")
         service.mark_replied(
-            session, item_id, user=user.name, text=text, now=_now(request), override=user.is_ops
+            session,
+            item_id,
+            user=user.name,
+            text=f"Answered elsewhere: {reason.strip()}",
+            now=_now(request),
+            override=user.is_ops,
         )
 
     return _run_action(
-        request, session, item_id, action, "Marked as replied; the first-response clock stopped."
+        request, session, item_id, action, "Recorded as answered; the first-response clock stopped."
     )
 
 

@@ -44,6 +44,11 @@ class SlaSettings(BaseModel):
     policy_file: Path | None = Field(
         default=None, description="An sla.yaml instead of <policy_dir>/sla.yaml."
     )
+    automated_reply_counts_as_first_response: bool = Field(
+        default=False,
+        description="Whether an automated acknowledgement stops the human first-response clock. By "
+        "default it counts for the acknowledgement target only, reported apart.",
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -4,9 +4,16 @@ Definitions, so the page and the database can be checked against each other:
 - a *timer* is a first-response timer started in [since, until);
 - *breached*: its status is `breached`, or it is still running past its due time at `now`;
 - *time to first response*: business minutes (in the timer's policy calendar) from start to the first
-  human touch, for timers that were stopped;
+  touch (a message that reached the customer), for timers that were stopped;
+- *by touch source*: stopped timers by where their first touch came from: `pages` (a reply sent or
+  recorded in the review pages), `mailbox` (a team member's mail in the thread), `crm` (a touch
+  recorded in the CRM), `automated`; `unrecorded` for timers stopped before sources were kept;
 - *share automated*: enquiries received in the period whose lane is `automate`, over all received;
 - *AI proposals accepted*: audit rows of kind `accept` over `accept` + `correction` in the period;
+- *acknowledgements*: automated replies (a decision-matrix task's `auto_reply`) the SMTP server
+  accepted, for enquiries received in the period, and wall-clock minutes from receipt to acceptance.
+  Reported apart from the human first response, which they do not stop unless
+  `TRIAGE_SLA__AUTOMATED_REPLY_COUNTS_AS_FIRST_RESPONSE` is set (then their touch source is `automated`);
 - *review time*: wall-clock minutes from a review item's creation to its closing, for items closed
   in the period.
 """
@@ -30,7 +37,7 @@ from connectors.notify import Attachment, Notification, NotifySettings, SmtpNoti
 from review.display import csv_cell, jinja_finalize, visible
 from sla.calendar import business_minutes_between
 from sla.policies import SlaPolicies
-from store import sla_repo
+from store import reply_outbox, sla_repo
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 AT_RISK_HORIZON = timedelta(hours=4)
@@ -75,6 +82,9 @@ class ReportData:
     accepted: int = 0
     corrected: int = 0
     review_minutes: dict[int, float | None] = field(default_factory=dict)
+    by_touch_source: list[dict[str, Any]] = field(default_factory=list)
+    acknowledged: int = 0
+    acknowledgement_minutes: dict[int, float | None] = field(default_factory=dict)
     facts: list[sla_repo.TimerFact] = field(default_factory=list)
 
     @property
@@ -128,11 +138,23 @@ def build_report(
         counts[1] += int(is_breached(fact, now))
     data.daily = [(day, counts[0], counts[1]) for day, counts in sorted(per_day.items())]
     response: list[float] = []
+    by_source: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for fact in facts:
         policy = policies.get(fact.policy)
         if fact.stopped_at is not None and policy is not None:
-            response.append(business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar))
+            minutes = business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar)
+            response.append(minutes)
+            by_source[touch_source_of(fact)].append((minutes, fact.status == "breached"))
     data.response_minutes = {p: percentile(response, p) for p in PERCENTILES}
+    data.by_touch_source = [
+        {
+            "source": source,
+            "answered": len(rows),
+            "late": sum(1 for _, late in rows if late),
+            "median_minutes": percentile([minutes for minutes, _ in rows], 50),
+        }
+        for source, rows in sorted(by_source.items(), key=lambda item: (-len(item[1]), item[0]))
+    ]
     data.by_channel = _slices(facts, now, lambda fact: fact.channel)
     data.by_intent = _slices(facts, now, lambda fact: fact.intent)
     data.by_queue = _slices(facts, now, lambda fact: fact.queue)
@@ -148,7 +170,18 @@ def build_report(
         for created, closed in sla_repo.review_durations(session, since=since, until=until)
     ]
     data.review_minutes = {p: percentile(durations, p) for p in (50, 90)}
+    acks = [
+        (accepted - received).total_seconds() / 60.0
+        for received, accepted in reply_outbox.acknowledgement_times(session, since=since, until=until)
+    ]
+    data.acknowledged = len(acks)
+    data.acknowledgement_minutes = {p: percentile(acks, p) for p in (50, 90)}
     return data
+
+
+def touch_source_of(fact: sla_repo.TimerFact) -> str:
+    """Where a stopped timer's first touch came from (`unrecorded` for stops before issue 17)."""
+    return fact.touch_source or "unrecorded"
 
 
 def owner_of(fact: sla_repo.TimerFact) -> str:
@@ -188,6 +221,11 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         "share_automated": data.share_automated,
         "acceptance_rate": data.acceptance_rate,
         "by_sdr": by_sdr,
+        "by_touch_source": data.by_touch_source,
+        "acknowledgements": {
+            "sent": data.acknowledged,
+            **{f"p{p}_minutes": value for p, value in data.acknowledgement_minutes.items()},
+        },
         "by_channel": [vars_of(item) for item in data.by_channel],
         "by_queue": [vars_of(item) for item in data.by_queue],
     }
@@ -351,7 +389,7 @@ def render_html(data: ReportData) -> str:
 
 CSV_COLUMNS = (
     "enquiry_id", "policy", "channel", "intent", "queue", "owner", "started_at", "due_at", "stopped_at",
-    "status", "breached", "business_minutes_to_first_response",
+    "status", "breached", "business_minutes_to_first_response", "touch_source",
 )  # fmt: skip
 
 
@@ -373,6 +411,7 @@ def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
                 fact.started_at.isoformat(), fact.due_at.isoformat(),
                 fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
                 int(is_breached(fact, data.generated_at)), minutes,
+                touch_source_of(fact) if fact.stopped_at is not None else "",
             ]  # fmt: skip
             # Every text cell: a spreadsheet runs one starting with = + - @ as a formula (OWASP).
             writer.writerow([csv_cell(value) for value in row])

@@ -96,12 +96,22 @@ def timer_starter(
     return start
 
 
-def stop_first_response(session: Session, enquiry_id: str, *, by: str, at: datetime) -> bool:
-    """The first human touch (a review action or a recorded reply) stops the first-response clock.
+TOUCH_SOURCES = ("pages", "mailbox", "crm", "automated")
 
-    Returns True if this call stopped it; a later touch, or an enquiry without a timer, returns False.
+
+def stop_first_response(
+    session: Session, enquiry_id: str, *, by: str, at: datetime, source: str = "pages"
+) -> bool:
+    """A message reached the customer: stop the first-response clock at `at`, noting where from.
+
+    Only a message to the customer is a first touch (a reply sent from our pages, one seen in the
+    mailbox, a CRM touch, an automated reply the policy counts); claims and corrections are not.
+    The earliest touch wins: a touch earlier than the recorded stop replaces it. Returns True if this
+    call stopped or re-stamped the clock; a later touch, or an enquiry without a timer, returns False.
     """
-    return sla_repo.stop_timer(session, enquiry_id, kind="first_response", by=by, at=at)
+    if source not in TOUCH_SOURCES:
+        raise ValueError(f"touch source must be one of {', '.join(TOUCH_SOURCES)}; got {source!r}")
+    return sla_repo.stop_timer(session, enquiry_id, kind="first_response", by=by, at=at, source=source)
 
 
 def stop_resolution(session: Session, enquiry_id: str, *, by: str, at: datetime) -> bool:

@@ -131,6 +131,11 @@ def get_enquiry(session: Session, enquiry_id: str) -> Enquiry | None:
     return session.get(Enquiry, enquiry_id)
 
 
+def item_for_enquiry(session: Session, enquiry_id: str) -> ReviewItem | None:
+    """The review item of an enquiry, if it went to people."""
+    return session.scalars(sa.select(ReviewItem).where(ReviewItem.enquiry_id == enquiry_id)).one_or_none()
+
+
 def thread_messages(session: Session, enquiry_id: str) -> list[EnquiryMessage]:
     """The later messages of an enquiry's conversation, oldest first."""
     statement = (
@@ -267,6 +272,7 @@ class BreachRow:
     due_at: datetime
     status: str
     stopped_at: datetime | None
+    touch_source: str | None = None
 
 
 def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> list[BreachRow]:
@@ -280,6 +286,7 @@ def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> lis
             SlaTimer.due_at,
             SlaTimer.status,
             SlaTimer.stopped_at,
+            SlaTimer.touch_source,
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .where(
@@ -295,6 +302,17 @@ def breached_timers(session: Session, *, now: datetime, limit: int = 100) -> lis
 
 
 # --- users ------------------------------------------------------------------------------------------
+
+
+def user_names_by_email(session: Session, addresses: Sequence[str]) -> dict[str, str]:
+    """Lower-case e-mail address → the name of the active user with it (for mailbox touches)."""
+    wanted = sorted({address.lower() for address in addresses if address})
+    if not wanted:
+        return {}
+    statement = sa.select(sa.func.lower(User.email), User.name).where(
+        sa.func.lower(User.email).in_(wanted), User.active.is_(True)
+    )
+    return {email: name for email, name in session.execute(statement) if email}
 
 
 def get_user(session: Session, name: str) -> User | None:

@@ -94,20 +94,29 @@ def due_times(session: Session, enquiry_ids: Sequence[str], *, kind: str) -> dic
     return result
 
 
-def stop_timer(session: Session, enquiry_id: str, *, kind: str, by: str, at: datetime) -> bool:
-    """Stop an open timer (met if not past due, else breached); a stopped timer stays as it was.
+def stop_timer(
+    session: Session, enquiry_id: str, *, kind: str, by: str, at: datetime, source: str | None = None
+) -> bool:
+    """Stop a timer at `at` (met if not past due, else breached); the earliest touch wins.
 
+    An open timer stops. A timer already stopped later than `at` (a mailbox or CRM touch is often seen
+    after a person clicked) is re-stamped with this earlier touch; one stopped earlier stays as it was.
     One conditional UPDATE, so two people touching the enquiry at once cannot both win.
     """
-    past_due = sa.and_(SlaTimer.status == "running", SlaTimer.due_at < at)
+    late = sa.and_(SlaTimer.status != "paused", SlaTimer.due_at < at)
     statement = (
         sa.update(SlaTimer)
-        .where(SlaTimer.enquiry_id == enquiry_id, SlaTimer.kind == kind, SlaTimer.stopped_at.is_(None))
+        .where(
+            SlaTimer.enquiry_id == enquiry_id,
+            SlaTimer.kind == kind,
+            sa.or_(SlaTimer.stopped_at.is_(None), SlaTimer.stopped_at > at),
+        )
         .values(
-            status=sa.case((SlaTimer.status == "breached", "breached"), (past_due, "breached"), else_="met"),
-            breached_at=sa.case((past_due, SlaTimer.due_at), else_=SlaTimer.breached_at),
+            status=sa.case((late, "breached"), else_="met"),
+            breached_at=sa.case((late, SlaTimer.due_at), else_=None),
             stopped_at=at,
             stopped_by=by,
+            touch_source=source,
             next_check_at=None,
             paused_at=None,
         )
@@ -350,6 +359,7 @@ class TimerFact:
     stopped_at: datetime | None
     stopped_by: str | None
     breached_at: datetime | None
+    touch_source: str | None
     channel: str
     intent: str
     queue: str
@@ -369,6 +379,7 @@ def first_response_facts(session: Session, *, since: datetime, until: datetime) 
             SlaTimer.stopped_at,
             SlaTimer.stopped_by,
             SlaTimer.breached_at,
+            SlaTimer.touch_source,
             Enquiry.channel,
             Enquiry.intent,
             Enquiry.queue,

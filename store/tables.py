@@ -324,6 +324,42 @@ class SlaTimer(Base):
     stopped_by: Mapped[str | None] = mapped_column(sa.String(100))
     breached_at: Mapped[datetime | None]
     next_check_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Where the touch that stopped the clock came from: pages | mailbox | crm | automated (issue 17).
+    touch_source: Mapped[str | None] = mapped_column(sa.String(20))
+
+
+class ReplyOutbox(Base):
+    """A reply to a customer, waiting to be sent over SMTP or sent (issue 17).
+
+    The Message-ID is fixed when the row is written, so a re-send after a crash carries the same id
+    and the customer's mail client folds the copies. `status`: pending → sending (the claim, committed
+    before the SMTP conversation) → sent | failed; a row found in `sending` by the next pass is in doubt
+    (the server may have accepted it): `in_doubt` counts those, and only one re-send is ever allowed.
+    """
+
+    __tablename__ = "reply_outbox"
+    __table_args__ = (sa.Index("ix_reply_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))  # reply | auto_reply
+    author: Mapped[str] = mapped_column(sa.String(100))
+    template: Mapped[str | None] = mapped_column(sa.String(80))
+    from_address: Mapped[str] = mapped_column(sa.String(320))
+    to_address: Mapped[str] = mapped_column(sa.String(320))
+    subject: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[str] = mapped_column(sa.Text)
+    message_id: Mapped[str] = mapped_column(sa.String(500), unique=True)
+    in_reply_to: Mapped[str | None] = mapped_column(sa.String(500))
+    reference_ids: Mapped[str | None] = mapped_column(sa.Text)  # the References header, space-separated
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    in_doubt: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
 
 
 class SlaEvent(Base):

@@ -7,7 +7,7 @@ something a script would read.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -41,6 +41,58 @@ def _open() -> tuple[Settings, sessionmaker[Session]]:
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+@crm_app.command("touch")
+def touch(
+    enquiry_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who touched the customer (a name or CRM user).")],
+    at: Annotated[
+        str, typer.Option("--at", help="When, ISO 8601 with a time zone: 2026-03-02T10:15:00+01:00 or ...Z.")
+    ],
+    note: Annotated[str, typer.Option(help="What happened (a call, an e-mail from the CRM).")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Record a first touch made in the CRM: stops the enquiry's first-response clock at --at.
+
+    The earliest touch wins: a touch earlier than the one recorded replaces it; a later one is kept in
+    the audit trail only. Exits 1 for an unknown enquiry or a time in the future, 2 for a bad time.
+    """
+    from datetime import datetime
+
+    from pipeline.runtime import Runtime
+    from sla.touches import TouchError, record_touch
+
+    try:
+        instant = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        _touch_fail(f"--at {at!r} is not an ISO 8601 time", as_json=as_json, code=2)
+    runtime = Runtime()
+    try:
+        with runtime.factory() as session:
+            try:
+                result = record_touch(
+                    session, enquiry_id, by=by, at=instant, source="crm", now=runtime.clock(), note=note
+                )
+            except TouchError as error:
+                _touch_fail(str(error), as_json=as_json, code=2 if "time zone" in str(error) else 1)
+            session.commit()
+    finally:
+        runtime.engine.dispose()
+    payload = {"ok": True, "enquiry_id": enquiry_id, "stopped": result.stopped, "at": instant.isoformat()}
+    if as_json:
+        _print_json(payload)
+        return
+    state = "stopped" if result.stopped else "already stopped by an earlier touch"
+    console.print(f"first-response clock of {markup_safe(enquiry_id)}: {state}", highlight=False)
+
+
+def _touch_fail(message: str, *, as_json: bool, code: int) -> NoReturn:
+    if as_json:
+        _print_json({"ok": False, "error": message})
+    else:
+        Console(stderr=True).print(f"[red]{markup_safe(message)}[/red]")
+    raise typer.Exit(code)
 
 
 @crm_app.command("list")

@@ -188,20 +188,119 @@ def correct_item(
 def reply_item(
     item_id: ItemIdArg,
     user: UserOption,
-    text: Annotated[str | None, typer.Option(help="The reply's text, kept in the thread.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="The reply's text (after the template's body, when both are given).")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="A reply template (config/defaults/reply_templates/NAME.yaml).")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Subject line; default 'Re: <enquiry subject>'.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark an item replied: stops the first-response clock and closes the item."""
+    """Send a reply to the customer by e-mail (TRIAGE_OUTBOUND__SMTP__*), threaded on their mail.
+
+    The reply goes through the reply outbox with its Message-ID fixed, so running this again never
+    sends it twice. The first-response clock stops, and the item closes, when the SMTP server accepts
+    it. Exits 1 when the reply is refused (no or bad address, bounce, spam) or the server refused it
+    for good; a temporary failure leaves it queued for the next `triage run`.
+    """
+    from config.settings import Settings
+    from pipeline import jobs
+    from pipeline.runtime import Runtime
+    from review import service
+    from review.reply_templates import TemplateError, load_templates, render_for_item
+    from store.tables import ReplyOutbox
+
+    settings = Settings()
+    runtime = Runtime(settings)
+    try:
+        with runtime.factory() as session:
+            actor = _acting_user(session, user, as_json=as_json)
+            body = text or ""
+            if template is not None:
+                try:
+                    rendered = render_for_item(
+                        session, item_id, load_templates(settings.policy_dir), template, owner=actor.name
+                    )
+                except (TemplateError, service.ReviewError) as error:
+                    _fail(str(error), as_json=as_json)
+                body = rendered.body + (f"\n\n{text}" if text else "")
+                subject = subject or rendered.subject
+            if not body.strip():
+                _fail("give the reply's --text or a --template", as_json=as_json, code=2)
+            try:
+                reply_id = service.send_reply(
+                    session,
+                    item_id,
+                    user=actor.name,
+                    text=body,
+                    subject=subject,
+                    template=template,
+                    outbound=settings.outbound,
+                    now=runtime.clock(),
+                    override=actor.is_ops,
+                )
+            except service.ReviewError as error:
+                _fail(str(error), as_json=as_json)
+            session.commit()
+        sent = jobs.send_replies(runtime, only_ids=[reply_id])
+        with runtime.factory() as session:
+            row = session.get(ReplyOutbox, reply_id)
+            assert row is not None
+            state = {
+                "status": row.status,
+                "message_id": row.message_id,
+                "to": row.to_address,
+                "error": row.last_error,
+            }
+    finally:
+        runtime.engine.dispose()
+    payload = {"item_id": item_id, "reply_id": reply_id, **state, "replies_waiting": sent["replies_waiting"]}
+    if state["status"] == "failed":
+        _fail(f"reply {reply_id} not sent: {state['error']}", as_json=as_json)
+    if state["status"] == "sent":
+        text_out = f"reply sent to {state['to']} (Message-ID <{state['message_id']}>)"
+    else:
+        reason = state["error"] or "; ".join(sent["reply_errors"]) or "waiting for the next run"
+        text_out = f"reply {reply_id} queued, not sent yet: {reason}"
+    _done(payload, text_out, as_json=as_json)
+
+
+@review_app.command("answered")
+def answered_item(
+    item_id: int,
+    user: UserOption,
+    reason: Annotated[str, typer.Option(help="How the customer was answered (a call, a chat, ...).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Record that the customer was answered outside this product: stops the clock by hand, closes the item.
+
+    For chat and form enquiries without an e-mail address, or a reply made by phone.
+    """
     from review import service
 
+    if not reason.strip():
+        _fail("give the --reason", as_json=as_json, code=2)
     with _session() as session:
         actor = _acting_user(session, user, as_json=as_json)
         try:
-            service.mark_replied(session, item_id, user=actor.name, text=text, override=actor.is_ops)
+            service.mark_replied(
+                session,
+                item_id,
+                user=actor.name,
+                text=f"Answered elsewhere: {reason.strip()}",
+                override=actor.is_ops,
+            )
         except service.ReviewError as error:
             _fail(str(error), as_json=as_json)
         session.commit()
-    _done({"item_id": item_id, "replied_by": actor.name}, f"item {item_id} marked replied", as_json=as_json)
+    _done(
+        {"item_id": item_id, "answered_by": actor.name},
+        f"item {item_id} recorded as answered",
+        as_json=as_json,
+    )
 
 
 @users_app.command("add")

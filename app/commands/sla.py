@@ -259,6 +259,23 @@ def _print_report(figures: dict[str, Any]) -> None:
             f"median time to first response {median:.0f} business minutes, over {figures['responded']} "
             f"answered timers"
         )
+    acks = figures["acknowledgements"]
+    if acks["sent"]:
+        console.print(
+            f"automated acknowledgements: {acks['sent']} sent, median {acks['p50_minutes']:.0f} minutes "
+            "after receipt (apart from the human first response)"
+        )
+    if figures["by_touch_source"]:
+        sources = SafeTable("first touch from", "answered", "late", "median minutes", title="by touch source")
+        for row in figures["by_touch_source"]:
+            median_minutes = row["median_minutes"]
+            sources.add_row(
+                row["source"],
+                str(row["answered"]),
+                str(row["late"]),
+                f"{median_minutes:.0f}" if median_minutes is not None else "—",
+            )
+        console.print(sources)
     table = SafeTable("SDR", "timers", "answered", "breached", "breach rate", title="by SDR")
     for row in figures["by_sdr"]:
         table.add_row(

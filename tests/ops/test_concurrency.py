@@ -414,10 +414,10 @@ def test_two_people_claiming_the_same_items_get_one_winner_each(processed: tuple
         runtime, "SELECT enquiry_id, count(*) FROM decisions WHERE kind = 'claim' GROUP BY enquiry_id"
     )
     assert len(claim_audits) == RECORDS and {count for _, count in claim_audits} == {1}
-    # The claim is the first touch: each first-response clock stopped once, by the winner.
+    # A claim answers no customer (issue 17): every first-response clock is still running.
     stopped = rows(
         runtime,
-        "SELECT t.stopped_by, r.claimed_by FROM sla_timers t "
+        "SELECT t.stopped_at FROM sla_timers t "
         "JOIN review_items r ON r.enquiry_id = t.enquiry_id WHERE t.kind = 'first_response'",
     )
-    assert len(stopped) == RECORDS and all(by == holder for by, holder in stopped)
+    assert len(stopped) == RECORDS and all(at is None for (at,) in stopped)

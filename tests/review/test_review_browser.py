@@ -140,9 +140,10 @@ def test_sdr_logs_in_claims_corrects_and_replies(browser: Browser, server: LiveS
     expect(page.locator("#intent")).to_have_text("pricing")
     if os.environ.get("TRIAGE_SCREENSHOTS"):
         page.screenshot(path=str(SCREENSHOTS / "review-enquiry.png"))
-    page.fill("#reply-text", "Thanks Priya, pricing attached.")
-    page.click("#reply")
-    expect(page.locator(".flash-ok")).to_contain_text("Marked as replied")
+    # no SMTP server in this test: the customer was answered by phone, recorded by hand
+    page.fill("#answered-reason", "Thanks Priya, pricing attached.")
+    page.click("#answered")
+    expect(page.locator(".flash-ok")).to_contain_text("Recorded as answered")
     expect(page.locator("#item-status")).to_have_text("done")
 
     item_id = ids[2]
@@ -151,7 +152,9 @@ def test_sdr_logs_in_claims_corrects_and_replies(browser: Browser, server: LiveS
         assert item is not None and item.status == "done" and item.claimed_by == "sam"
         label = session.scalars(sa.select(Correction)).one()
         assert (label.intent, label.priority, label.corrected_by) == ("pricing", "urgent", "sam")
-        assert session.scalars(sa.select(EnquiryMessage.body)).all() == ["Thanks Priya, pricing attached."]
+        assert session.scalars(sa.select(EnquiryMessage.body)).all() == [
+            "Answered elsewhere: Thanks Priya, pricing attached."
+        ]
         kinds = session.scalars(sa.select(DecisionRow.kind).order_by(DecisionRow.id)).all()
         assert kinds == ["claim", "correction", "reply"]
     page.context.close()

@@ -86,7 +86,12 @@ def test_review_list_claim_correct_reply_json(cli_env: str, session_factory: ses
         ["correct", str(first), "--user", "sam", "--intent", "x", "--priority", "low", "--queue", "finance"],
     )
     assert bad.exit_code == 1
-    replied = runner.invoke(review_app, ["reply", str(first), "--user", "sam", "--text", "Done.", "--json"])
+    # without an SMTP server and a from address a reply cannot go out: refused, nothing recorded
+    refused = runner.invoke(review_app, ["reply", str(first), "--user", "sam", "--text", "Done.", "--json"])
+    assert refused.exit_code == 1 and "TRIAGE_OUTBOUND__FROM_ADDRESS" in refused.output
+    replied = runner.invoke(
+        review_app, ["answered", str(first), "--user", "sam", "--reason", "called back", "--json"]
+    )
     assert replied.exit_code == 0 and json.loads(replied.output)["ok"] is True
 
     with session_factory() as session:

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.web import create_app
 from config.settings import Settings, WebSettings
+from connectors.notify import SmtpSettings
+from connectors.smtp_outbound import OutboundSettings
 from review.auth import load_secret_key
 from store import flags
 from store.tables import (
@@ -28,6 +30,7 @@ from store.tables import (
     User,
 )
 from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users
+from tests.sla.sla_helpers import smtp_server
 
 XSS_BODY = 'Hi <script>window.pwned = 1</script> and <img src=x onerror="window.pwned = 2"> bye'
 
@@ -110,7 +113,9 @@ def test_post_without_csrf_token_is_refused(
         assert item is not None and item.status == "open"
 
 
-def test_sdr_claims_corrects_and_replies(client: TestClient, session_factory: sessionmaker[Session]) -> None:
+def test_sdr_claims_corrects_and_replies(
+    client: TestClient, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
     with session_factory() as session:
         item_id, enquiry_id = add_enquiry_with_item(session, subject="Quote for 300 seats")
         session.commit()
@@ -126,8 +131,22 @@ def test_sdr_claims_corrects_and_replies(client: TestClient, session_factory: se
     )
     assert "Correction saved" in page.text and 'id="intent">pricing<' in page.text
     assert 'id="proposed-intent">sales_demo<' in page.text  # the model's proposal stays visible
-    page = client.post(f"/review/items/{item_id}/reply", data={"csrf_token": token, "text": "Quote sent."})
-    assert "Marked as replied" in page.text and "Quote sent." in page.text
+    # templates that suit the (corrected) intent are offered; choosing one pre-fills the reply
+    assert "pricing_page" in page.text and "support_ack" not in page.text
+    page = client.get(f"/review/items/{item_id}?template=pricing_page")
+    assert "https://example.com/pricing" in page.text and "Hi Ann," in page.text
+    with smtp_server() as sink:
+        settings.outbound = OutboundSettings(
+            smtp=SmtpSettings(host=sink.host, port=sink.port, starttls=False),
+            from_address="sales@team.example",
+        )
+        page = client.post(
+            f"/review/items/{item_id}/reply",
+            data={"csrf_token": token, "text": "Quote sent.", "subject": "Your quote", "template": ""},
+        )
+    assert "Reply sent to ann@acme.example" in page.text and "Quote sent." in page.text
+    [(_, message)] = sink.messages
+    assert message["Subject"] == "Your quote" and message["In-Reply-To"] == f"<{enquiry_id}@x>"
 
     with session_factory() as session:
         assert session.scalars(sa.select(Correction.intent)).all() == ["pricing"]
@@ -135,10 +154,22 @@ def test_sdr_claims_corrects_and_replies(client: TestClient, session_factory: se
         kinds = session.scalars(
             sa.select(DecisionRow.kind).where(DecisionRow.enquiry_id == enquiry_id).order_by(DecisionRow.id)
         ).all()
-        assert kinds == ["claim", "correction", "reply"]
+        assert kinds == ["claim", "correction", "reply_queued", "reply_sent"]
         timer = session.scalars(sa.select(SlaTimer)).one()
-        assert timer.stopped_by == "sam" and timer.status == "met"
+        assert timer.stopped_by == "sam" and timer.status == "met" and timer.touch_source == "pages"
     assert "Quote for 300 seats" not in client.get("/review").text  # done items leave the queue
+
+
+def test_a_chat_enquiry_without_an_address_says_so(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory() as session:
+        item_id, _ = add_enquiry_with_item(session, sender_email=None)
+        session.commit()
+    login(client, "sam")
+    page = client.get(f"/review/items/{item_id}")
+    assert 'id="reply-refusal"' in page.text and "gave no e-mail address" in page.text
+    assert 'id="reply"' not in page.text
 
 
 def test_second_claimant_is_told_who_holds_the_item(

@@ -56,7 +56,7 @@ def test_queue_filters_by_queue_intent_lane_and_pages(session: Session) -> None:
     assert len(second.entries) == 3 and second.total == 7
 
 
-def test_claim_is_exclusive_and_stops_the_clock(session: Session) -> None:
+def test_claim_is_exclusive_and_leaves_the_first_response_clock_running(session: Session) -> None:
     item_id, enquiry_id = add_enquiry_with_item(session)
     session.commit()
 
@@ -69,7 +69,8 @@ def test_claim_is_exclusive_and_stops_the_clock(session: Session) -> None:
     item = session.get(ReviewItem, item_id)
     assert item is not None and item.status == "claimed" and item.claimed_by == "sam"
     timer = session.scalars(sa.select(SlaTimer).where(SlaTimer.enquiry_id == enquiry_id)).one()
-    assert timer.status == "met" and timer.stopped_by == "sam" and timer.stopped_at == NOW
+    # a claim answers no customer (issue 17): the clock runs on
+    assert timer.status == "running" and timer.stopped_at is None and timer.stopped_by is None
     assert _kinds(session, enquiry_id) == ["claim"]
 
 
@@ -127,6 +128,8 @@ def test_correction_is_a_training_label_and_an_audit_row(session: Session) -> No
     assert "intent: sales_demo → pricing" in audit.reasons
     # acting on an open item claims it first: claim, then correction
     assert _kinds(session, enquiry_id) == ["claim", "correction"]
+    timer = session.scalars(sa.select(SlaTimer)).one()
+    assert timer.stopped_at is None, "a correction is not a first response"
 
 
 def test_correction_refuses_values_outside_the_vocabulary(session: Session) -> None:
@@ -150,6 +153,8 @@ def test_someone_elses_item_refuses_actions_unless_override(session: Session) ->
     item = session.get(ReviewItem, item_id)
     assert item is not None and item.status == "done" and item.closed_at == NOW
     assert _kinds(session, enquiry_id) == ["accept"]
+    timer = session.scalars(sa.select(SlaTimer).where(SlaTimer.kind == "first_response")).one()
+    assert timer.status == "running" and timer.stopped_at is None, "accepting answers no customer"
 
 
 def test_reply_records_the_message_closes_the_item_and_the_first_touch_wins(session: Session) -> None:
@@ -172,8 +177,8 @@ def test_reply_records_the_message_closes_the_item_and_the_first_touch_wins(sess
     item = session.get(ReviewItem, item_id)
     assert item is not None and item.status == "done"
     timer = session.scalars(sa.select(SlaTimer)).one()
-    # stopped by the claim, within target: the later reply (past due) does not move it
-    assert timer.stopped_at == NOW and timer.status == "met"
+    # the claim did not stop it; the reply, past due, did
+    assert timer.stopped_at == NOW + timedelta(hours=2) and timer.status == "breached"
     assert not service.claim(session, item_id, user="sue", now=NOW)
     with pytest.raises(service.ItemClosedError):
         service.accept(session, item_id, user="sue", now=NOW)
@@ -187,6 +192,20 @@ def test_reply_after_due_time_counts_as_breached(session: Session) -> None:
     session.commit()
     timer = session.scalars(sa.select(SlaTimer)).one()
     assert timer.status == "breached" and timer.stopped_by == "sam"
+
+
+def test_claim_accept_correct_and_note_never_stop_the_first_response_clock(session: Session) -> None:
+    item_id, enquiry_id = add_enquiry_with_item(session, due_in_minutes=30)
+    session.commit()
+    service.claim(session, item_id, user="sam", now=NOW)
+    service.add_note(session, item_id, user="sam", text="Will call back.", now=NOW)
+    service.correct(session, item_id, user="sam", intent="pricing", priority="high", queue="sales", now=NOW)
+    service.accept(session, item_id, user="sam", now=NOW)
+    session.commit()
+    timer = session.scalars(sa.select(SlaTimer).where(SlaTimer.enquiry_id == enquiry_id)).one()
+    assert (timer.status, timer.stopped_at, timer.stopped_by) == ("running", None, None)
+    item = session.get(ReviewItem, item_id)
+    assert item is not None and item.status == "done"
 
 
 def test_reassign_and_release_and_notes(session: Session) -> None:
