@@ -1,4 +1,7 @@
-"""Retraining: base data plus people's corrections → a candidate model, compared with the active one.
+"""Retraining: base data plus people's labels → a candidate model, compared with the active one.
+
+People's labels are the `corrections` rows: a correction, or an accepted proposal (a confirmed label,
+written by `review.service.accept`); the latest label of each enquiry wins.
 
 It stops at a candidate. Promotion is a person's decision (`triage model promote V --approved-by NAME`).
 """
@@ -53,6 +56,22 @@ def corrections_frame(session: Session) -> tuple[pd.DataFrame, list[str]]:
     return frame, [latest[row.id] for row in rows]
 
 
+def label_kinds(session: Session) -> dict[str, int]:
+    """Reviewed enquiries by kind of label: `confirmed` (the latest label is the model's proposal, as an
+    accepted proposal writes it) or `corrected` (a person changed the intent)."""
+    proposal: dict[str, str | None] = {}
+    latest: dict[str, str] = {}
+    for enquiry_id, intent, previous in session.execute(
+        sa.select(Correction.enquiry_id, Correction.intent, Correction.previous).order_by(
+            Correction.created_at, Correction.id
+        )
+    ):
+        proposal.setdefault(enquiry_id, (previous or {}).get("intent"))
+        latest[enquiry_id] = intent
+    confirmed = sum(latest[key] == proposal[key] for key in latest)
+    return {"confirmed": confirmed, "corrected": len(latest) - confirmed}
+
+
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if key != "per_class"}
 
@@ -83,6 +102,7 @@ def retrain(
         base_labels = base_frame["label"].astype(str).tolist()
     with factory() as session:
         corrected, corrected_labels = corrections_frame(session)
+        kinds = label_kinds(session)
     frame = pd.concat([base, corrected], ignore_index=True)
     labels = base_labels + corrected_labels
     counts = Counter(labels)
@@ -106,6 +126,7 @@ def retrain(
     )
     candidate_metrics = evaluate(result.model, holdout_frame, holdout_labels, oos_label=oos_label)
     result.metrics["holdout"] = _summary(candidate_metrics)
+    result.metrics["reviewed_labels"] = kinds  # recorded in the candidate's provenance
 
     with factory() as session, session.begin():
         version = registry.register_candidate(
@@ -141,6 +162,7 @@ def retrain(
         "promoted": False,
         "n_base": len(base),
         "n_corrections": len(corrected),
+        "reviewed_labels": kinds,
         "n_train": len(train_labels),
         "n_holdout": len(holdout_labels),
         "skipped_labels": skipped,

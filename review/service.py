@@ -30,8 +30,9 @@ from review.choices import LANES as LANES
 from review.choices import PRIORITIES as PRIORITIES
 from review.choices import QUEUES as QUEUES
 from review.choices import ROLES as ROLES
+from review.choices import intents_with
 from sla import service as sla_service
-from store import review_repo
+from store import model_registry, review_repo
 from store.common import utcnow
 from store.tables import Enquiry, ReviewItem
 
@@ -191,7 +192,7 @@ def item_view(session: Session, item_id: int, *, now: datetime) -> ItemView:
         audit=review_repo.decisions_for(session, enquiry.id),
         seconds_left=seconds_left,
         proposal=proposal,
-        corrected=first is not None,
+        corrected=proposal != current,  # an accepted proposal is a confirmation, not a change
     )
 
 
@@ -213,12 +214,26 @@ def accept(
 ) -> None:
     """Accept the model's proposal as it stands; the item and its resolution clock are done.
 
-    The first-response clock keeps running: accepting answers no customer.
+    The first-response clock keeps running: accepting answers no customer. The accepted proposal is a
+    confirmed label: a `corrections` row whose intent equals its `previous` intent, so retraining
+    (`models.retraining`) learns from what people confirm, not only from what they change.
     """
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override)
     if item.status == "done":
         raise ItemClosedError(f"item {item_id} is already done")
+    current = {"intent": enquiry.intent, "priority": enquiry.priority, "queue": enquiry.queue}
+    review_repo.add_correction(
+        session,
+        {
+            "enquiry_id": enquiry.id,
+            "corrected_by": user,
+            **current,
+            "previous": current,
+            "model_version": enquiry.model_version,
+            "created_at": now,
+        },
+    )
     _audit(session, enquiry, actor=user, kind="accept", now=now, reasons=["proposal accepted"])
     _close(session, item, by=user, at=now)
 
@@ -238,7 +253,7 @@ def correct(
 
     The enquiry and the item take the corrected values; the item stays with the person who corrected it.
     """
-    _check_choice("intent", intent, INTENTS)
+    _check_choice("intent", intent, allowed_intents(session))
     _check_choice("priority", priority, PRIORITIES)
     _check_choice("queue", queue, QUEUES)
     now = now or utcnow()
@@ -385,6 +400,11 @@ def add_note(session: Session, item_id: int, *, user: str, text: str, now: datet
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+def allowed_intents(session: Session) -> tuple[str, ...]:
+    """The taxonomy's intents plus the active model's own (a team's trained labels)."""
+    return intents_with(model_registry.active_labels(session))
 
 
 def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:

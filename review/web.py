@@ -219,7 +219,7 @@ def queue_page(
 ) -> HTMLResponse:
     filters = {
         "queue": _choice(queue, service.QUEUES),
-        "intent": _choice(intent, service.INTENTS),
+        "intent": _choice(intent, service.allowed_intents(session)),
         "lane": _choice(lane, service.LANES),
     }
     result = service.list_queue(
@@ -243,7 +243,7 @@ def queue_page(
         "prev_url": f"/review?{urlencode({**query, 'page': page - 1})}" if page > 1 else None,
         "next_url": f"/review?{urlencode({**query, 'page': page + 1})}" if page < pages else None,
         "queues": service.QUEUES,
-        "intents": service.INTENTS,
+        "intents": service.allowed_intents(session),
         "lanes": service.LANES,
     }
     return render(request, session, "queue.html", context, user=user)
@@ -268,7 +268,7 @@ def item_page(
         "can_act": can_act,
         "users": [person.name for person in review_repo.list_users(session) if person.active],
         "queues": service.QUEUES,
-        "intents": service.INTENTS,
+        "intents": service.allowed_intents(session),
         "priorities": service.PRIORITIES,
     }
     return render(request, session, "item.html", context, user=user)

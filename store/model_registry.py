@@ -57,6 +57,14 @@ def version_with_status(session: Session, status: str, *, lock: bool = False) ->
     return session.scalars(statement).first()
 
 
+def active_labels(session: Session) -> tuple[str, ...]:
+    """The intents the active model was trained on (its provenance's labels); () before a promotion."""
+    row = version_with_status(session, "active")
+    if row is None:
+        return ()
+    return tuple(str(label) for label in (row.provenance or {}).get("labels", []))
+
+
 def list_versions(session: Session) -> list[ModelVersion]:
     """Every registered version, newest first."""
     statement = sa.select(ModelVersion).order_by(ModelVersion.created_at.desc(), ModelVersion.version.desc())

@@ -99,8 +99,11 @@ def train(
 ) -> None:
     """Train on any labelled CSV/JSONL file and register the result as a *candidate* (never active).
 
-    Thresholds per intent are chosen so the automated lane reaches --target-precision on out-of-fold
-    predictions. Promote the candidate with `triage model promote VERSION --approved-by NAME`.
+    Thresholds are fitted so the automated lane reaches --target-precision on traffic that holds
+    intents the model never saw: whole intents are held out in rotation while fitting, and a binomial
+    upper bound (Learn-then-Test) is used instead of the point estimate. The report gives the precision
+    it expects (expected_automated_precision) and the lower bound it holds with (with 12 intents or
+    more). Promote the candidate with `triage model promote VERSION --approved-by NAME`.
     """
     from models import registry
     from models.datafiles import read_labelled_file
@@ -143,6 +146,9 @@ def train(
         "training_seconds": result.training_seconds,
         "data_hash": result.data_hash,
         "metrics": result.metrics,
+        "expected_automated_precision": result.metrics.get("expected_automated_precision"),
+        "automated_precision_lower_bound": result.metrics.get("automated_precision_lower_bound"),
+        "bound_confidence": result.metrics.get("bound_confidence"),
     }
     if as_json:
         _print_json(report)
@@ -151,7 +157,10 @@ def train(
         f"Registered candidate [bold]{version}[/bold] ({result.n_rows} rows, {result.training_seconds} s)."
     )
     console.print(
-        _metrics_table("out-of-fold figures (optimistic: thresholds were chosen on them)", result.metrics)
+        _metrics_table(
+            "training figures (the promise: expected_automated_precision and its lower bound)",
+            result.metrics,
+        )
     )
     console.print(
         f"Next: triage model evaluate --data TEST --version {version} --json | triage model shadow {version}"

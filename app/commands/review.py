@@ -93,12 +93,14 @@ def list_items(
 
     for name, value, allowed in (
         ("queue", queue, service.QUEUES),
-        ("intent", intent, service.INTENTS),
         ("lane", lane, service.LANES),
     ):
         if value is not None and value not in allowed:
             _fail(f"{name} must be one of {', '.join(allowed)}", as_json=as_json, code=2)
     with _session() as session:
+        intents = service.allowed_intents(session)
+        if intent is not None and intent not in intents:
+            _fail(f"intent must be one of {', '.join(intents)}", as_json=as_json, code=2)
         page = service.list_queue(
             session,
             queue=queue,
@@ -154,7 +156,10 @@ def claim_item(item_id: ItemIdArg, user: UserOption, as_json: JsonOption = False
 def correct_item(
     item_id: ItemIdArg,
     user: UserOption,
-    intent: Annotated[str, typer.Option(help=f"One of: {', '.join(INTENTS)}.")],
+    intent: Annotated[
+        str,
+        typer.Option(help=f"One of: {', '.join(INTENTS)}, or an intent the active model was trained on."),
+    ],
     priority: Annotated[str, typer.Option(help=f"One of: {', '.join(PRIORITIES)}.")],
     queue: Annotated[str, typer.Option(help=f"One of: {', '.join(QUEUES)}.")],
     as_json: JsonOption = False,

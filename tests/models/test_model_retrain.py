@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import registry
-from models.retraining import corrections_frame, retrain
+from models.retraining import corrections_frame, label_kinds, retrain
 from models.training import TrainResult
 from store import model_registry as repo
 from tests.models.conftest import OOS, add_correction, add_enquiry, toy_rows
@@ -45,10 +45,25 @@ def test_retrain_uses_corrections_and_stops_at_a_candidate(
     )
     assert report["promoted"] is False and report["active"] == active
     assert report["n_corrections"] == 5 and report["skipped_labels"] == []
+    assert report["reviewed_labels"] == {"confirmed": 0, "corrected": 5}
     assert report["active_metrics"] is not None and "accuracy" in report["candidate_minus_active"]
     with session_factory() as session:
         assert registry.active_version(session) == active
         row = repo.get_version(session, report["candidate"])
         assert row is not None and row.status == "candidate"
         assert "press" in row.provenance["labels"] and "holdout" in row.provenance["metrics"]
+        assert row.provenance["metrics"]["reviewed_labels"]["corrected"] == 5
         assert "5 corrected enquiries" in row.provenance["data_description"]
+
+
+def test_confirmed_labels_are_counted_apart_from_corrections(session: Session) -> None:
+    confirmed = add_enquiry(
+        session, body="please refund the double charge", intent="billing", model_version="m"
+    )
+    add_correction(session, confirmed, intent="billing")  # what review.service.accept writes
+    changed = add_enquiry(session, body="are you hiring", intent="support", model_version="m")
+    add_correction(session, changed, intent="careers")
+    session.commit()
+    assert label_kinds(session) == {"confirmed": 1, "corrected": 1}
+    _, labels = corrections_frame(session)
+    assert sorted(labels) == ["billing", "careers"]
