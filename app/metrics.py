@@ -38,6 +38,9 @@ DRIFT_WINDOW = timedelta(days=7)
 PSI_ALERT = 0.2  # the usual rule of thumb: above 0.2 the population has shifted materially
 EPSILON = 1e-4
 ERROR_LOG_INTERVAL_SECONDS = 60.0
+# A scrape answered within this many seconds of the last one gets the same body: several Prometheus
+# servers (or a dashboard's refreshes) cost one computation. `app.state.metrics_cache_seconds` sets it.
+CACHE_SECONDS = 5.0
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
@@ -177,13 +180,14 @@ def crm_metrics(session: Session, _now: datetime) -> list[Metric]:
 
 
 def confidence_metrics(session: Session, _now: datetime) -> list[Metric]:
-    values = observability.confidences(session)
-    buckets = [(str(edge), float(sum(1 for v in values if v <= edge))) for edge in CONFIDENCE_BUCKETS]
-    buckets.append(("+Inf", float(len(values))))
+    # Counted in SQL (one pass over an index), not by loading every confidence into Python.
+    cumulative, total, value_sum = observability.confidence_buckets(session, CONFIDENCE_BUCKETS)
+    buckets = [(str(edge), float(n)) for edge, n in zip(CONFIDENCE_BUCKETS, cumulative, strict=True)]
+    buckets.append(("+Inf", float(total)))
     histogram = HistogramMetricFamily(
         "triage_model_confidence", "Calibrated confidence of the model's decisions."
     )
-    histogram.add_metric([], buckets=buckets, sum_value=float(sum(values)))
+    histogram.add_metric([], buckets=buckets, sum_value=value_sum)
     return [histogram]
 
 
@@ -333,9 +337,15 @@ def collector_health(request: Request) -> CollectorHealth:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
+    state = request.app.state
+    ttl = float(getattr(state, "metrics_cache_seconds", CACHE_SECONDS))
+    cached: tuple[float, bytes] | None = getattr(state, "metrics_cache", None)
+    started = time.monotonic()
+    if ttl > 0 and cached is not None and started - cached[0] < ttl:
+        return Response(cached[1], media_type=CONTENT_TYPE_LATEST)
     registry = CollectorRegistry(auto_describe=False)
-    clock: Clock = getattr(request.app.state, "clock", utcnow)
-    registry.register(
-        DatabaseCollector(request.app.state.session_factory, clock=clock, health=collector_health(request))
-    )
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    clock: Clock = getattr(state, "clock", utcnow)
+    registry.register(DatabaseCollector(state.session_factory, clock=clock, health=collector_health(request)))
+    body = generate_latest(registry)
+    state.metrics_cache = (started, body)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

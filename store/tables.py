@@ -55,6 +55,7 @@ class RawRecord(Base):
         sa.UniqueConstraint("source", "external_key", name="uq_raw_source_key"),
         sa.Index("ix_raw_status", "status", "id"),
         sa.Index("ix_raw_prune", "payload_pruned_at", "imported_at"),
+        sa.Index("ix_raw_channel_status", "channel", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -147,6 +148,8 @@ class Enquiry(Base):
         sa.Index("ix_enq_sender_subject", "sender_email", "subject_norm"),
         sa.Index("ix_enq_thread_key_only", "thread_key"),
         sa.Index("ix_enq_lane", "lane"),
+        sa.Index("ix_enq_model_created", "model_version", "created_at"),
+        sa.Index("ix_enq_model_confidence", "model_version", "confidence"),
         sa.Index("ix_enq_prune", "body_pruned_at", "received_at"),
     )
 

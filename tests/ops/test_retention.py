@@ -42,7 +42,7 @@ def fill(factory: sessionmaker[Session], context: PipelineContext, count: int = 
             message_id=f"<m{i}@x>",
             sender=f"Buyer {i} <buyer{i}@example.com>",
             subject=f"Pricing question {i}",
-            body=f"What would it cost for {i} seats? Call me on +1 415 555 01{i:02d} or mail buyer{i}@example.com",
+            body=f"What would it cost for {i} seats? Call +1 415 555 01{i:02d} or mail buyer{i}@example.com",
         )
         for i in range(count)
     ]

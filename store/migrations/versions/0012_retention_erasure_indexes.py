@@ -22,6 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("raw_records") as batch:
         batch.add_column(sa.Column("payload_pruned_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_raw_prune", ["payload_pruned_at", "imported_at"], unique=False)
+        # /metrics counts records by channel and outcome: a covering index, not a pass over the bytes.
+        batch.create_index("ix_raw_channel_status", ["channel", "status"], unique=False)
     with op.batch_alter_table("crm_outbox") as batch:
         batch.add_column(sa.Column("payload_pruned_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_outbox_prune", ["payload_pruned_at", "sent_at"], unique=False)
@@ -32,6 +34,9 @@ def upgrade() -> None:
         # Threading looks conversations up by key alone; (source, thread_key) cannot serve that.
         batch.create_index("ix_enq_thread_key_only", ["thread_key"], unique=False)
         batch.create_index("ix_enq_lane", ["lane"], unique=False)
+        # Drift reads the active model's last week; the confidence histogram scans this index only.
+        batch.create_index("ix_enq_model_created", ["model_version", "created_at"], unique=False)
+        batch.create_index("ix_enq_model_confidence", ["model_version", "confidence"], unique=False)
     # The review queue filters by intent: kept on the item (set with the item, changed by a correction)
     # so the filter is one index range instead of a join over every enquiry.
     with op.batch_alter_table("review_items") as batch:
@@ -69,6 +74,8 @@ def downgrade() -> None:
         batch.drop_index("ix_review_status_intent_due")
         batch.drop_column("intent")
     with op.batch_alter_table("enquiries") as batch:
+        batch.drop_index("ix_enq_model_confidence")
+        batch.drop_index("ix_enq_model_created")
         batch.drop_index("ix_enq_lane")
         batch.drop_index("ix_enq_thread_key_only")
         batch.drop_index("ix_enq_prune")
@@ -78,5 +85,6 @@ def downgrade() -> None:
         batch.drop_index("ix_outbox_prune")
         batch.drop_column("payload_pruned_at")
     with op.batch_alter_table("raw_records") as batch:
+        batch.drop_index("ix_raw_channel_status")
         batch.drop_index("ix_raw_prune")
         batch.drop_column("payload_pruned_at")
