@@ -254,9 +254,17 @@ def serve(
 def status(as_json: JsonFlag = False) -> None:
     """One screen: each source's last attempt, last error and checkpoint; the backlog, review and SLA, CRM,
     models and the pause switch. A source whose last attempt failed is shown in red, with the error."""
-    from models.registry import active_version, shadow_version
-    from store import observability, raw, source_status
+    # The registry's rows only: models.registry imports scikit-learn, seconds of start-up for two names.
+    from store import model_registry, observability, raw, source_status
     from store.flags import automation_paused
+
+    def active_version(session: Any) -> str | None:
+        row = model_registry.version_with_status(session, "active")
+        return row.version if row else None
+
+    def shadow_version(session: Any) -> str | None:
+        row = model_registry.version_with_status(session, "shadow")
+        return row.version if row else None
 
     runtime = _runtime()
     with runtime.factory() as session:
