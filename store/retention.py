@@ -273,11 +273,12 @@ def table_sizes(session: Session) -> list[TableSize]:
                 or 0
             )
     else:
-        owner = dict(
-            session.execute(
+        owner: dict[str, str] = {
+            str(name): str(table)
+            for name, table in session.execute(
                 sa.text("SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')")
-            ).all()
-        )
+            )
+        }
         for name, pages in session.execute(sa.text("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name")):
             table = owner.get(name, name)
             if table in sizes:
