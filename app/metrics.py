@@ -92,6 +92,18 @@ def confidence_psi(reference: dict[str, Any], values: Sequence[float]) -> float 
     return psi(shares(counts), shares(histogram_counts(values, edges)))
 
 
+def confidence_psi_in_sql(
+    session: Session, reference: dict[str, Any], *, since: datetime, model_version: str
+) -> float | None:
+    """`confidence_psi` with the live side binned in SQL; None for a window without traffic."""
+    edges = [float(edge) for edge in reference.get("edges") or []]
+    counts = [float(count) for count in reference.get("counts") or []]
+    if len(edges) < 2 or len(counts) != len(edges) - 1:
+        return None
+    live = observability.confidence_histogram(session, edges, since=since, model_version=model_version)
+    return psi(shares(counts), shares(live)) if sum(live) else None
+
+
 def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, float]]:
     """PSI of predicted classes and of confidence for the active model over the last week.
 
@@ -113,8 +125,7 @@ def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, fl
             figures.append(("predicted_class", row.version, class_psi(label_shares, counts)))
     histogram = reference.get("confidence_histogram")
     if histogram:
-        values = observability.confidences(session, since=since, model_version=row.version)
-        value = confidence_psi(histogram, values) if values else None
+        value = confidence_psi_in_sql(session, histogram, since=since, model_version=row.version)
         if value is not None:
             figures.append(("confidence", row.version, value))
     return figures

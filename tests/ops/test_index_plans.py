@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from store import enquiries, observability, raw, review_repo
 from store.tables import Base
 
+WEEK = datetime(2026, 11, 1, tzinfo=UTC)
 LOOKUPS: dict[str, Callable[[Session], Any]] = {
     "dedupe by content hash": lambda s: enquiries.seen_content(s, ["h1", "h2"]),
     "thread by message key": lambda s: enquiries.enquiries_by_message_key(s, ["<a@x>"]),
@@ -30,6 +32,10 @@ LOOKUPS: dict[str, Callable[[Session], Any]] = {
     "count pending records": raw.count_pending,
     "queue filtered by intent": lambda s: review_repo.queue_rows(s, intent="pricing"),
     "queue filtered by queue": lambda s: review_repo.queue_rows(s, queue="sales"),
+    "drift: last week's intents": lambda s: observability.predicted_intents(s, since=WEEK, model_version="m"),
+    "drift: last week's confidences": lambda s: observability.confidence_histogram(
+        s, (0.0, 0.5, 1.0), since=WEEK, model_version="m"
+    ),
 }
 # Counts for `triage status` and /metrics: an index-only pass is fine, a pass over the rows is not.
 COUNTS: dict[str, Callable[[Session], Any]] = {

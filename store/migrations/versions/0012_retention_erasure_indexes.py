@@ -35,13 +35,15 @@ def upgrade() -> None:
         batch.create_index("ix_enq_thread_key_only", ["thread_key"], unique=False)
         batch.create_index("ix_enq_lane", ["lane"], unique=False)
         # Drift reads the active model's last week; the confidence histogram scans this index only.
-        batch.create_index("ix_enq_model_created", ["model_version", "created_at"], unique=False)
-        batch.create_index("ix_enq_model_confidence", ["model_version", "confidence"], unique=False)
+        batch.create_index(
+            "ix_enq_model_created", ["model_version", "created_at", "confidence", "intent"], unique=False
+        )
     # The review queue filters by intent: kept on the item (set with the item, changed by a correction)
     # so the filter is one index range instead of a join over every enquiry.
     with op.batch_alter_table("review_items") as batch:
         batch.add_column(sa.Column("intent", sa.String(length=80), nullable=True))
         batch.create_index("ix_review_status_intent_due", ["status", "intent", "due_at"], unique=False)
+        batch.create_index("ix_review_status_queue", ["status", "queue"], unique=False)
     op.execute(
         "UPDATE review_items SET intent = "
         "(SELECT enquiries.intent FROM enquiries WHERE enquiries.id = review_items.enquiry_id)"
@@ -71,10 +73,10 @@ def downgrade() -> None:
     with op.batch_alter_table("sla_timers") as batch:
         batch.drop_index("ix_timer_kind_status")
     with op.batch_alter_table("review_items") as batch:
+        batch.drop_index("ix_review_status_queue")
         batch.drop_index("ix_review_status_intent_due")
         batch.drop_column("intent")
     with op.batch_alter_table("enquiries") as batch:
-        batch.drop_index("ix_enq_model_confidence")
         batch.drop_index("ix_enq_model_created")
         batch.drop_index("ix_enq_lane")
         batch.drop_index("ix_enq_thread_key_only")
