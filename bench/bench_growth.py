@@ -25,6 +25,7 @@ import json
 import mailbox
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TRIAGE = [sys.executable, "-m", "app.cli"]
 START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+PASSES = ("outbox_payloads", "raw_bodies", "enquiry_bodies")
 
 
 def write_batch(
@@ -150,6 +152,35 @@ def measure(env: dict[str, str]) -> dict[str, Any]:
     return figures
 
 
+def retention_check(env: dict[str, str], days_ahead: int) -> dict[str, Any]:
+    """Run the default retention policy as if `days_ahead` days had passed, then reclaim the space."""
+    import sqlalchemy as sa
+
+    from config.settings import Settings
+    from pipeline.retention import apply_retention, database_size
+    from pipeline.runtime import Runtime
+    from store.common import utcnow
+
+    os.environ.update(env)
+    later = utcnow() + timedelta(days=days_ahead)
+    runtime = Runtime(Settings(), clock=lambda: later)
+    before = database_size(runtime)["total_bytes"]
+    started = time.perf_counter()
+    summary = apply_retention(runtime)
+    prune_s = time.perf_counter() - started
+    with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("VACUUM"))
+    after = database_size(runtime)["total_bytes"]
+    runtime.engine.dispose()
+    return {
+        "days_ahead": days_ahead,
+        "db_mb_before": round(before / 1_048_576, 1),
+        "db_mb_after_prune_and_vacuum": round(after / 1_048_576, 1),
+        "prune_s": round(prune_s, 1),
+        "pruned_rows": {name: summary[name]["rows"] for name in PASSES},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,6 +189,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--pg", help="a PostgreSQL server URL (postgresql://user@host:port/db)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=800,
+        help="Finally prune with the default policy as if this many days had passed (0: skip).",
+    )
     options = parser.parse_args()
     sizes = [int(part) for part in options.sizes.split(",")]
 
@@ -218,7 +255,9 @@ def main() -> None:
             rows.append(row)
             if not options.json:
                 print(json.dumps(row), flush=True)
+        retention = retention_check(env, options.retention_days) if options.retention_days else None
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if database and options.pg:
             import psycopg
 
@@ -230,6 +269,8 @@ def main() -> None:
         "rows": rows,
         "ingest_rate_vs_first": round(rows[-1]["ingest_per_s"] / first["ingest_per_s"], 2),
     }
+    if retention is not None:
+        result["retention"] = retention
     print(json.dumps(result, indent=2))
 
 
