@@ -41,6 +41,10 @@ ERROR_LOG_INTERVAL_SECONDS = 60.0
 # A scrape answered within this many seconds of the last one gets the same body: several Prometheus
 # servers (or a dashboard's refreshes) cost one computation. `app.state.metrics_cache_seconds` sets it.
 CACHE_SECONDS = 5.0
+# Distributions over a whole window change slowly and cost the most to compute (they pass over an
+# index of every enquiry): when the scrape cache is on, these collectors are recomputed at most once
+# a minute, so most scrapes cost only the counts.
+SLOW_COLLECTOR_SECONDS = {"confidence": 60.0, "drift": 60.0}
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
@@ -318,15 +322,25 @@ class DatabaseCollector(Collector):
         clock: Clock = utcnow,
         health: CollectorHealth | None = None,
         collectors: Sequence[tuple[str, MetricsFn]] = COLLECTORS,
+        cache: dict[str, tuple[float, list[Metric]]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._factory = factory
         self._clock = clock
         self._health = health or CollectorHealth()
         self._collectors = collectors
+        self._cache = cache
+        self._monotonic = monotonic
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         for name, collect in self._collectors:
+            ttl = SLOW_COLLECTOR_SECONDS.get(name, 0.0) if self._cache is not None else 0.0
+            if self._cache is not None and ttl:
+                kept = self._cache.get(name)
+                if kept is not None and self._monotonic() - kept[0] < ttl:
+                    yield from kept[1]
+                    continue
             try:
                 # A fresh session each: a failed query must not poison the others' transaction.
                 with self._factory() as session:
@@ -334,6 +348,8 @@ class DatabaseCollector(Collector):
             except Exception:
                 self._health.failed(name)
                 continue
+            if self._cache is not None and ttl:
+                self._cache[name] = (self._monotonic(), metrics)
             yield from metrics
         yield self._health.metric([name for name, _ in self._collectors])
 
@@ -356,7 +372,14 @@ def metrics(request: Request) -> Response:
         return Response(cached[1], media_type=CONTENT_TYPE_LATEST)
     registry = CollectorRegistry(auto_describe=False)
     clock: Clock = getattr(state, "clock", utcnow)
-    registry.register(DatabaseCollector(state.session_factory, clock=clock, health=collector_health(request)))
+    slow: dict[str, tuple[float, list[Metric]]] | None = None
+    if ttl > 0:
+        slow = getattr(state, "metrics_slow_cache", None)
+        if slow is None:
+            slow = state.metrics_slow_cache = {}
+    registry.register(
+        DatabaseCollector(state.session_factory, clock=clock, health=collector_health(request), cache=slow)
+    )
     body = generate_latest(registry)
     state.metrics_cache = (started, body)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

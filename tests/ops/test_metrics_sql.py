@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,3 +35,42 @@ def test_sql_histograms_match_numpys_rule(session_factory: sessionmaker[Session]
     assert live == histogram_counts(values, edges)
     assert total == len(every) and abs(value_sum - sum(every)) < 1e-6
     assert cumulative == [sum(1 for v in every if v <= edge) for edge in CONFIDENCE_BUCKETS]
+
+
+def test_slow_collectors_are_recomputed_at_most_once_a_minute(session_factory: sessionmaker[Session]) -> None:
+    from collections import Counter
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    from app.metrics import DatabaseCollector, MetricsFn
+
+    calls: Counter[str] = Counter()
+
+    def counting(name: str) -> MetricsFn:
+        def collect(_session: Session, _now: object) -> list[Any]:
+            calls[name] += 1
+            return [GaugeMetricFamily(f"triage_{name}", name, value=float(calls[name]))]
+
+        return collect
+
+    ticks = [0.0]
+    cache: dict[str, Any] = {}
+    collectors = (("volumes", counting("volumes")), ("drift", counting("drift")))
+    seen = []
+    for tick in (0.0, 30.0, 61.0):
+        ticks[0] = tick
+        collector = DatabaseCollector(
+            session_factory, collectors=collectors, cache=cache, monotonic=lambda: ticks[0]
+        )
+        seen.append(
+            {
+                m.name: m.samples[0].value
+                for m in collector.collect()
+                if m.name != "triage_metrics_collector_errors"
+            }
+        )
+    assert calls == {"volumes": 3, "drift": 2}
+    assert [s["triage_drift"] for s in seen] == [1.0, 1.0, 2.0]
+    # Without a cache (tests, the CLI), every collector runs every time.
+    list(DatabaseCollector(session_factory, collectors=collectors).collect())
+    assert calls["drift"] == 3
