@@ -128,6 +128,25 @@ def erase_person(
             )
         ).all()
         message_ids = [row.id for row in message_rows]
+        # Raw bytes: their enquiries' and messages' records, and any record whose bytes name the address.
+        # Found before the first write: on SQLite the scan then runs without holding the write lock.
+        linked = {row.raw_id for row in rows} | {row.raw_id for row in message_rows if row.raw_id is not None}
+        raw_ids = set(
+            session.scalars(
+                sa.select(RawRecord.id).where(
+                    sa.or_(
+                        RawRecord.id.in_(linked),
+                        RawRecord.enquiry_id.in_(ids),
+                        _payload_names(session, RawRecord.payload, address),
+                    )
+                )
+            )
+        )
+        fetch_ids = list(
+            session.scalars(
+                sa.select(HookFetch.id).where(_payload_names(session, HookFetch.payload, address))
+            )
+        )
         if message_ids:
             session.execute(
                 sa.update(EnquiryMessage)
@@ -237,19 +256,6 @@ def erase_person(
                 session, CrmOutbox, deletes, conflict=["idempotency_key"]
             )
 
-        # Raw bytes: their enquiries' and messages' records, and any record whose bytes name the address.
-        linked = {row.raw_id for row in rows} | {row.raw_id for row in message_rows if row.raw_id is not None}
-        raw_ids = set(
-            session.scalars(
-                sa.select(RawRecord.id).where(
-                    sa.or_(
-                        RawRecord.id.in_(linked),
-                        RawRecord.enquiry_id.in_(ids),
-                        _payload_names(session, RawRecord.payload, address),
-                    )
-                )
-            )
-        )
         if raw_ids:
             session.execute(
                 sa.update(RawRecord)
@@ -258,9 +264,9 @@ def erase_person(
             )
             session.execute(sa.update(Quarantine).where(Quarantine.raw_id.in_(raw_ids)).values(reason=ERASED))
         counts["raw_records"] = len(raw_ids)
-        counts["hook_fetches"] = _rowcount(
-            session.execute(sa.delete(HookFetch).where(_payload_names(session, HookFetch.payload, address)))
-        )
+        if fetch_ids:
+            session.execute(sa.delete(HookFetch).where(HookFetch.id.in_(fetch_ids)))
+        counts["hook_fetches"] = len(fetch_ids)
 
         if not dry_run:
             tombstone = Erasure(
