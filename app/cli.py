@@ -35,7 +35,9 @@ app = typer.Typer(
 quarantine_app = typer.Typer(
     help="Records that could not be parsed or validated: list, show, replay.", no_args_is_help=True
 )
-db_app = typer.Typer(help="The application database (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The application database: migrations, space per table, retention.", no_args_is_help=True
+)
 automation_app = typer.Typer(
     help="The kill switch: pause automation so every new enquiry goes to people.", no_args_is_help=True
 )
@@ -255,9 +257,17 @@ def serve(
 def status(as_json: JsonFlag = False) -> None:
     """One screen: each source's last attempt, last error and checkpoint; the backlog, review and SLA, CRM,
     models and the pause switch. A source whose last attempt failed is shown in red, with the error."""
-    from models.registry import active_version, shadow_version
-    from store import observability, raw, source_status
+    # The registry's rows only: models.registry imports scikit-learn, seconds of start-up for two names.
+    from store import model_registry, observability, raw, source_status
     from store.flags import automation_paused
+
+    def active_version(session: Any) -> str | None:
+        row = model_registry.version_with_status(session, "active")
+        return row.version if row else None
+
+    def shadow_version(session: Any) -> str | None:
+        row = model_registry.version_with_status(session, "shadow")
+        return row.version if row else None
 
     runtime = _runtime()
     with runtime.factory() as session:
@@ -475,6 +485,7 @@ def automation_status(as_json: JsonFlag = False) -> None:
 
 def _mount_groups() -> None:
     """Each area's command group; their modules import heavy libraries only inside commands."""
+    from app.commands import data
     from app.commands.crm import crm_app
     from app.commands.flows import flows_app
     from app.commands.model import model_app
@@ -482,6 +493,9 @@ def _mount_groups() -> None:
     from app.commands.review import review_app, users_app
     from app.commands.sla import report_app, sla_app
 
+    db_app.command("prune")(data.db_prune)
+    db_app.command("size")(data.db_size)
+    app.command("erase")(data.erase)
     for group, name in (
         (model_app, "model"),
         (crm_app, "crm"),

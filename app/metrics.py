@@ -38,6 +38,13 @@ DRIFT_WINDOW = timedelta(days=7)
 PSI_ALERT = 0.2  # the usual rule of thumb: above 0.2 the population has shifted materially
 EPSILON = 1e-4
 ERROR_LOG_INTERVAL_SECONDS = 60.0
+# A scrape answered within this many seconds of the last one gets the same body: several Prometheus
+# servers (or a dashboard's refreshes) cost one computation. `app.state.metrics_cache_seconds` sets it.
+CACHE_SECONDS = 5.0
+# Distributions over a whole window change slowly and cost the most to compute (they pass over an
+# index of every enquiry): when the scrape cache is on, these collectors are recomputed at most once
+# a minute, so most scrapes cost only the counts.
+SLOW_COLLECTOR_SECONDS = {"confidence": 60.0, "drift": 60.0}
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
@@ -89,6 +96,18 @@ def confidence_psi(reference: dict[str, Any], values: Sequence[float]) -> float 
     return psi(shares(counts), shares(histogram_counts(values, edges)))
 
 
+def confidence_psi_in_sql(
+    session: Session, reference: dict[str, Any], *, since: datetime, model_version: str
+) -> float | None:
+    """`confidence_psi` with the live side binned in SQL; None for a window without traffic."""
+    edges = [float(edge) for edge in reference.get("edges") or []]
+    counts = [float(count) for count in reference.get("counts") or []]
+    if len(edges) < 2 or len(counts) != len(edges) - 1:
+        return None
+    live = observability.confidence_histogram(session, edges, since=since, model_version=model_version)
+    return psi(shares(counts), shares(live)) if sum(live) else None
+
+
 def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, float]]:
     """PSI of predicted classes and of confidence for the active model over the last week.
 
@@ -110,8 +129,7 @@ def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, fl
             figures.append(("predicted_class", row.version, class_psi(label_shares, counts)))
     histogram = reference.get("confidence_histogram")
     if histogram:
-        values = observability.confidences(session, since=since, model_version=row.version)
-        value = confidence_psi(histogram, values) if values else None
+        value = confidence_psi_in_sql(session, histogram, since=since, model_version=row.version)
         if value is not None:
             figures.append(("confidence", row.version, value))
     return figures
@@ -177,13 +195,14 @@ def crm_metrics(session: Session, _now: datetime) -> list[Metric]:
 
 
 def confidence_metrics(session: Session, _now: datetime) -> list[Metric]:
-    values = observability.confidences(session)
-    buckets = [(str(edge), float(sum(1 for v in values if v <= edge))) for edge in CONFIDENCE_BUCKETS]
-    buckets.append(("+Inf", float(len(values))))
+    # Counted in SQL (one pass over an index), not by loading every confidence into Python.
+    cumulative, total, value_sum = observability.confidence_buckets(session, CONFIDENCE_BUCKETS)
+    buckets = [(str(edge), float(n)) for edge, n in zip(CONFIDENCE_BUCKETS, cumulative, strict=True)]
+    buckets.append(("+Inf", float(total)))
     histogram = HistogramMetricFamily(
         "triage_model_confidence", "Calibrated confidence of the model's decisions."
     )
-    histogram.add_metric([], buckets=buckets, sum_value=float(sum(values)))
+    histogram.add_metric([], buckets=buckets, sum_value=value_sum)
     return [histogram]
 
 
@@ -303,15 +322,25 @@ class DatabaseCollector(Collector):
         clock: Clock = utcnow,
         health: CollectorHealth | None = None,
         collectors: Sequence[tuple[str, MetricsFn]] = COLLECTORS,
+        cache: dict[str, tuple[float, list[Metric]]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._factory = factory
         self._clock = clock
         self._health = health or CollectorHealth()
         self._collectors = collectors
+        self._cache = cache
+        self._monotonic = monotonic
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         for name, collect in self._collectors:
+            ttl = SLOW_COLLECTOR_SECONDS.get(name, 0.0) if self._cache is not None else 0.0
+            if self._cache is not None and ttl:
+                kept = self._cache.get(name)
+                if kept is not None and self._monotonic() - kept[0] < ttl:
+                    yield from kept[1]
+                    continue
             try:
                 # A fresh session each: a failed query must not poison the others' transaction.
                 with self._factory() as session:
@@ -319,6 +348,8 @@ class DatabaseCollector(Collector):
             except Exception:
                 self._health.failed(name)
                 continue
+            if self._cache is not None and ttl:
+                self._cache[name] = (self._monotonic(), metrics)
             yield from metrics
         yield self._health.metric([name for name, _ in self._collectors])
 
@@ -333,9 +364,22 @@ def collector_health(request: Request) -> CollectorHealth:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
+    state = request.app.state
+    ttl = float(getattr(state, "metrics_cache_seconds", CACHE_SECONDS))
+    cached: tuple[float, bytes] | None = getattr(state, "metrics_cache", None)
+    started = time.monotonic()
+    if ttl > 0 and cached is not None and started - cached[0] < ttl:
+        return Response(cached[1], media_type=CONTENT_TYPE_LATEST)
     registry = CollectorRegistry(auto_describe=False)
-    clock: Clock = getattr(request.app.state, "clock", utcnow)
+    clock: Clock = getattr(state, "clock", utcnow)
+    slow: dict[str, tuple[float, list[Metric]]] | None = None
+    if ttl > 0:
+        slow = getattr(state, "metrics_slow_cache", None)
+        if slow is None:
+            slow = state.metrics_slow_cache = {}
     registry.register(
-        DatabaseCollector(request.app.state.session_factory, clock=clock, health=collector_health(request))
+        DatabaseCollector(state.session_factory, clock=clock, health=collector_health(request), cache=slow)
     )
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry)
+    state.metrics_cache = (started, body)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

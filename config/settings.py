@@ -153,6 +153,9 @@ class ScheduleSettings(BaseModel):
         default="0 2 * * *", description="Cron for the nightly retrain (candidate only)."
     )
     report_cron: str = Field(default="0 7 * * 1", description="Cron for the weekly SLA breach report.")
+    retention_cron: str = Field(
+        default="30 3 * * *", description="Cron for the nightly retention prune (retention.yaml)."
+    )
     timezone: str = Field(default="UTC", description="IANA time zone the cron schedules are read in.")
 
     @field_validator("timezone")
@@ -166,7 +169,7 @@ class ScheduleSettings(BaseModel):
             ) from error
         return value
 
-    @field_validator("retrain_cron", "report_cron")
+    @field_validator("retrain_cron", "report_cron", "retention_cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
         if len(value.split()) != 5:

@@ -84,7 +84,8 @@ class DeploymentSpec:
 
 
 def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
-    """Every deployment the settings call for: one intake per mailbox, the hooks intake, SLA, retrain, report.
+    """Every deployment the settings call for: one intake per mailbox, the hooks intake, SLA, retrain,
+    report, retention.
 
     Each mailbox gets its own deployment (`intake-<mailbox name>`) so mailboxes are read in parallel by
     several workers; `intake-hooks` reads no source and processes what web hooks and imports stored.
@@ -138,6 +139,14 @@ def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
             flow_attribute="weekly_report_flow",
             description="Write the weekly SLA breach report.",
             cron=schedule.report_cron,
+            timezone=schedule.timezone,
+        ),
+        DeploymentSpec(
+            name="retention",
+            module="flows.retention",
+            flow_attribute="retention_flow",
+            description="Empty old bodies and payloads per retention.yaml, in batches (rows and keys stay).",
+            cron=schedule.retention_cron,
             timezone=schedule.timezone,
         ),
     ]

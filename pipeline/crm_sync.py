@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.crm.base import CrmBackend, LeadWrite, TaskWrite, WriteResult
+from connectors.crm.base import CrmBackend, LeadDelete, LeadWrite, TaskWrite, WriteResult
 from connectors.crm.local import LocalCrm
 from models.errors import FatalError, RetriableError
 from pipeline.gc_pauses import fewer_gc_pauses
@@ -133,6 +133,14 @@ def _send(
                     [TaskWrite(row.idempotency_key, row.enquiry_id, dict(row.payload)) for row in sendable]
                 )
                 _apply(sendable, results, now, summary, max_attempts, backoff_seconds, attempted)
+        deletes = [row for row in rows if row.operation == "delete_lead"]
+        if deletes:  # erasure requests, after this batch's writes so a delete always comes last
+            requests = [
+                LeadDelete(row.idempotency_key, row.enquiry_id, tuple(row.payload.get("task_keys") or ()))
+                for row in deletes
+            ]
+            results = backend.delete_leads(requests)
+            _apply(deletes, results, now, summary, max_attempts, backoff_seconds, attempted)
     except RetriableError as error:
         # The CRM is down or throttling: the batch's unsettled writes wait for their backoff.
         for row in rows:

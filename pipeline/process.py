@@ -594,6 +594,7 @@ def _open_enquiries(
                     "enquiry_id": item.enquiry_id,
                     "lane": decision.lane.value,
                     "queue": decision.queue,
+                    "intent": decision.intent,
                     "status": "open",
                     "due_at": due.get(item.enquiry_id),
                     "created_at": now,

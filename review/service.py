@@ -273,7 +273,7 @@ def correct(
         },
     )
     enquiry.intent, enquiry.priority, enquiry.queue = intent, priority, queue
-    item.queue = queue
+    item.queue, item.intent = queue, intent
     changed = [
         f"{key}: {previous[key]} → {value}"
         for key, value in (("intent", intent), ("priority", priority), ("queue", queue))

@@ -124,6 +124,17 @@ def deliver_from_outbox(
         )
         if result.rowcount:
             sent[operation] = result.rowcount
+    # Erasure requests: the lead and its tasks go; one already gone counts as deleted.
+    erased = sa.select(box.c.enquiry_id).where(claimed, box.c.operation == "delete_lead")
+    session.execute(sa.delete(tasks).where(tasks.c.lead_external_id.in_(erased)))
+    session.execute(sa.delete(leads).where(leads.c.external_id.in_(erased)))
+    result = session.connection().execute(
+        sa.update(box)
+        .where(claimed, box.c.operation == "delete_lead")
+        .values(status="sent", attempts=box.c.attempts + 1, last_error=None, sent_at=now)
+    )
+    if result.rowcount:
+        sent["delete_lead"] = result.rowcount
     session.execute(
         sa.update(box)
         .where(claimed, box.c.status == "pending")
@@ -139,3 +150,12 @@ def list_leads(session: Session, *, limit: int = 100, offset: int = 0) -> list[L
 
 def count_leads(session: Session) -> int:
     return int(session.scalar(sa.select(sa.func.count()).select_from(LocalLead)) or 0)
+
+
+def delete_leads(session: Session, external_ids: Sequence[str]) -> int:
+    """Delete leads and their tasks by external id (erasure); returns the leads deleted."""
+    if not external_ids:
+        return 0
+    session.execute(sa.delete(LocalTask).where(LocalTask.lead_external_id.in_(external_ids)))
+    result = session.execute(sa.delete(LocalLead).where(LocalLead.external_id.in_(external_ids)))
+    return int(getattr(result, "rowcount", 0) or 0)

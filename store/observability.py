@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,39 @@ def confidences(
     if model_version is not None:
         statement = statement.where(Enquiry.model_version == model_version)
     return [float(value) for value in session.scalars(statement)]
+
+
+def confidence_buckets(session: Session, edges: Sequence[float]) -> tuple[list[int], int, float]:
+    """Cumulative counts of confidences at or below each edge, the count and the sum: one query."""
+    value = Enquiry.confidence
+    columns = [sa.func.sum(sa.case((value <= edge, 1), else_=0)) for edge in edges]
+    row = session.execute(
+        sa.select(*columns, sa.func.count(), sa.func.sum(value)).where(
+            Enquiry.model_version != "rule:honeypot"
+        )
+    ).one()
+    return [int(n or 0) for n in row[: len(edges)]], int(row[len(edges)] or 0), float(row[-1] or 0.0)
+
+
+def confidence_histogram(
+    session: Session, edges: Sequence[float], *, since: datetime, model_version: str
+) -> list[int]:
+    """Counts of one model's confidences since `since` per bin of `edges`, with numpy's rule (each bin
+    [edges[i], edges[i+1]), the last closed, values outside left out), counted in SQL over the covering
+    index instead of loading every value."""
+    if len(edges) < 2:
+        return []
+    value = Enquiry.confidence
+    below = [sa.func.sum(sa.case((value < edge, 1), else_=0)) for edge in edges[:-1]]
+    row = session.execute(
+        sa.select(*below, sa.func.sum(sa.case((value <= edges[-1], 1), else_=0))).where(
+            Enquiry.model_version == model_version,
+            Enquiry.created_at >= since,
+            Enquiry.model_version != "rule:honeypot",
+        )
+    ).one()
+    cumulative = [int(n or 0) for n in row]  # values < e0, < e1, ..., <= e_last
+    return [cumulative[i + 1] - cumulative[i] for i in range(len(edges) - 1)]
 
 
 def predicted_intents(

@@ -60,9 +60,8 @@ def _filtered(
     if queue:
         conditions.append(ReviewItem.queue == queue)
     if intent:
-        # Only the intent lives on the enquiry; join just when it is asked for.
-        statement = statement.join(Enquiry, Enquiry.id == ReviewItem.enquiry_id)
-        conditions.append(Enquiry.intent == intent)
+        # The item keeps its enquiry's intent (ix_review_status_intent_due): no join over the enquiries.
+        conditions.append(ReviewItem.intent == intent)
     if lane:
         conditions.append(ReviewItem.lane == lane)
     if claimed_by:

@@ -54,6 +54,8 @@ class RawRecord(Base):
     __table_args__ = (
         sa.UniqueConstraint("source", "external_key", name="uq_raw_source_key"),
         sa.Index("ix_raw_status", "status", "id"),
+        sa.Index("ix_raw_prune", "payload_pruned_at", "imported_at"),
+        sa.Index("ix_raw_channel_status", "channel", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -69,6 +71,8 @@ class RawRecord(Base):
     # Only the bundled demo sample sets this: its dates move to the last few business days when it is
     # imported (the bytes stay as they are; normalising applies the shift, the audit row says so).
     time_shift_seconds: Mapped[int | None]
+    # Retention emptied `payload` at this time (the key, status and enquiry stay: dedupe needs them).
+    payload_pruned_at: Mapped[datetime | None]
 
 
 class SourceCheckpoint(Base):
@@ -130,7 +134,7 @@ class Quarantine(Base):
     source: Mapped[str] = mapped_column(sa.String(200))
     reason: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime]
-    replayed_at: Mapped[datetime | None]
+    replayed_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Enquiry(Base):
@@ -142,6 +146,11 @@ class Enquiry(Base):
         sa.Index("ix_enq_content_hash", "content_hash"),
         sa.Index("ix_enq_thread_key", "source", "thread_key"),
         sa.Index("ix_enq_sender_subject", "sender_email", "subject_norm"),
+        sa.Index("ix_enq_thread_key_only", "thread_key"),
+        sa.Index("ix_enq_lane", "lane"),
+        # Covers drift's last week of one model and the confidence histogram: no pass over the rows.
+        sa.Index("ix_enq_model_created", "model_version", "created_at", "confidence", "intent"),
+        sa.Index("ix_enq_prune", "body_pruned_at", "received_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
@@ -170,6 +179,8 @@ class Enquiry(Base):
     model_version: Mapped[str] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(20))
     created_at: Mapped[datetime]
+    # Retention emptied the body (and kept what retraining reads, per retention.yaml) at this time.
+    body_pruned_at: Mapped[datetime | None]
 
 
 class EnquiryMessage(Base):
@@ -228,12 +239,16 @@ class CrmOutbox(Base):
     """CRM writes waiting to be sent, keyed so a re-run can never send one twice."""
 
     __tablename__ = "crm_outbox"
-    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_op_status", "operation", "status"),
+        sa.Index("ix_outbox_prune", "payload_pruned_at", "sent_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(sa.String(120), unique=True)
     enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), index=True)
-    operation: Mapped[str] = mapped_column(sa.String(30))  # upsert_lead | create_task
+    operation: Mapped[str] = mapped_column(sa.String(30))  # upsert_lead | create_task | delete_lead
     payload: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(sa.String(20), default="pending")  # pending | sent | failed
     attempts: Mapped[int] = mapped_column(default=0)
@@ -242,6 +257,8 @@ class CrmOutbox(Base):
     crm_id: Mapped[str | None] = mapped_column(sa.String(100))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+    # Retention emptied the payload of this sent write at this time (the row and its CRM id stay).
+    payload_pruned_at: Mapped[datetime | None]
 
 
 class LocalLead(Base):
@@ -272,7 +289,11 @@ class ReviewItem(Base):
     """An enquiry waiting for a person."""
 
     __tablename__ = "review_items"
-    __table_args__ = (sa.Index("ix_review_status_due", "status", "due_at"),)
+    __table_args__ = (
+        sa.Index("ix_review_status_due", "status", "due_at"),
+        sa.Index("ix_review_status_intent_due", "status", "intent", "due_at"),
+        sa.Index("ix_review_status_queue", "status", "queue"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), unique=True)
@@ -284,6 +305,9 @@ class ReviewItem(Base):
     due_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
+    # The enquiry's intent, kept here so the queue filtered by intent needs no join (a correction
+    # updates both).
+    intent: Mapped[str | None] = mapped_column(sa.String(80))
 
 
 class Correction(Base):
@@ -309,6 +333,7 @@ class SlaTimer(Base):
     __table_args__ = (
         sa.UniqueConstraint("enquiry_id", "kind", name="uq_timer_enquiry_kind"),
         sa.Index("ix_timer_status_due", "status", "due_at"),
+        sa.Index("ix_timer_kind_status", "kind", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -473,3 +498,17 @@ class FlowRun(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     summary: Mapped[dict[str, Any]]
+
+
+class Erasure(Base):
+    """The tombstone of one erasure request: who asked, when, how many rows of each kind were erased,
+    and a keyed hash of the address (never the address itself), so a repeat request can be recognised."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    subject_hmac: Mapped[str] = mapped_column(sa.String(64), index=True)
+    requested_by: Mapped[str] = mapped_column(sa.String(100))
+    requested_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any]]

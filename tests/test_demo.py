@@ -230,3 +230,39 @@ def test_the_summary_table_ends_with_the_books(capsys: pytest.CaptureFixture[str
         in printed
     )
     assert printed.endswith("(balanced)")
+
+
+def test_erasing_one_demo_sender_leaves_no_trace_in_the_dump(
+    demo: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The issue's check: `sqlite3 triage.db .dump` holds neither the address nor the name afterwards."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    shutil.copytree(demo[0], home)  # the other tests keep the demo as it was
+    address, name = "kaito.morris@peregrell-labs.ca", "kaito morris"
+
+    def dumped() -> str:
+        connection = sqlite3.connect(home / "triage.db")
+        try:
+            text = "\n".join(connection.iterdump()).lower()
+            blobs = [
+                bytes(b).decode("utf-8", "replace").lower()
+                for (b,) in connection.execute("SELECT payload FROM raw_records")
+            ]
+        finally:
+            connection.close()
+        return text + "\n".join(blobs)
+
+    assert address in dumped() and name in dumped()
+    result = triage(home, "erase", "--email", address, "--requested-by", "dpo", "--json")
+    assert result["found"] and result["counts"]["enquiries"] == 2
+    text = dumped()
+    assert address not in text and name not in text and address.encode().hex() not in text
+    engine = make_engine(f"sqlite:///{home / 'triage.db'}")
+    with engine.connect() as connection:
+        tombstone = connection.execute(
+            sa.text("SELECT requested_by, subject_hmac, counts FROM erasures")
+        ).one()
+    engine.dispose()
+    assert tombstone[0] == "dpo" and tombstone[1] == result["subject_hmac"]

@@ -63,6 +63,15 @@ class TaskWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class LeadDelete:
+    """Delete the lead with this external id and the tasks with these keys (an erasure request)."""
+
+    idempotency_key: str
+    external_id: str
+    task_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     """The outcome of one write. A failed write that is not retriable waits for a person (crm failures)."""
 
@@ -93,4 +102,8 @@ class CrmBackend(Protocol):
 
     def create_tasks(self, tasks: Sequence[TaskWrite]) -> list[WriteResult]:
         """Create tasks idempotently (by idempotency key); one result per input, in order."""
+        ...
+
+    def delete_leads(self, deletes: Sequence[LeadDelete]) -> list[WriteResult]:
+        """Delete leads (and their tasks) by external id; one already gone counts as deleted."""
         ...

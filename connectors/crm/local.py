@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import CheckResult
-from connectors.crm.base import LeadWrite, TaskWrite, WriteResult
+from connectors.crm.base import LeadDelete, LeadWrite, TaskWrite, WriteResult
 from models.errors import RetriableError
 from store import local_crm
 from store.common import Clock, utcnow
@@ -58,6 +58,14 @@ class LocalCrm:
             else WriteResult(task.idempotency_key, False, error=f"no lead {task.lead_external_id}")
             for task in tasks
         ]
+
+    def delete_leads(self, deletes: Sequence[LeadDelete]) -> list[WriteResult]:
+        try:
+            with self._factory() as session, session.begin():
+                local_crm.delete_leads(session, [delete.external_id for delete in deletes])
+        except SQLAlchemyError as error:
+            raise RetriableError(_short(error)) from error
+        return [WriteResult(delete.idempotency_key, True) for delete in deletes]
 
 
 def _short(error: SQLAlchemyError) -> str:

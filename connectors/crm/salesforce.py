@@ -41,7 +41,7 @@ from simple_salesforce.login import SalesforceLogin
 
 from config.settings import CrmSettings, SalesforceSettings
 from connectors.base import CheckResult
-from connectors.crm.base import LeadWrite, TaskWrite, WriteResult
+from connectors.crm.base import LeadDelete, LeadWrite, TaskWrite, WriteResult
 from connectors.crm.mapping import LeadMapping
 from models.errors import FatalError, RetriableError
 
@@ -439,6 +439,63 @@ class SalesforceCrm:
         )
         missing = _Outcome(False, error="the lead is not in Salesforce (deleted or merged there?)")
         return [_result(task.idempotency_key, sent.get(task.idempotency_key, missing)) for task in tasks]
+
+    def delete_leads(self, deletes: Sequence[LeadDelete]) -> list[WriteResult]:
+        """Delete leads and their tasks (an erasure request): look up their Ids, then delete them with
+        sObject Collections (`DELETE composite/sobjects?ids=...`, 200 a request). A record already gone
+        counts as deleted, so a re-sent delete is harmless."""
+        if not deletes:
+            return []
+        lead_ids = self.lead_ids([delete.external_id for delete in deletes])
+        task_ids = self._ids_by_field(
+            "Task",
+            self._mapping.task.idempotency_field,
+            [key for delete in deletes for key in delete.task_keys],
+        )
+        owned: dict[str, list[str]] = {}
+        for delete in deletes:
+            ids = [task_ids[key] for key in delete.task_keys if key in task_ids]
+            if delete.external_id in lead_ids:
+                ids.append(lead_ids[delete.external_id])  # tasks first: their lead goes last
+            owned[delete.idempotency_key] = ids
+        every = [record_id for ids in owned.values() for record_id in ids]
+        failed: dict[str, str] = {}
+        for start in range(0, len(every), COLLECTION_LIMIT):
+            chunk = every[start : start + COLLECTION_LIMIT]
+            try:
+                answer = self._rest(
+                    "composite/sobjects",
+                    method="DELETE",
+                    params={"ids": ",".join(chunk), "allOrNone": "false"},
+                )
+            except _RecordRejected as rejected:
+                failed.update({record_id: rejected.message for record_id in chunk})
+                continue
+            for item in answer or []:
+                if item.get("success"):
+                    continue
+                codes = {str(error.get("statusCode")) for error in item.get("errors") or []}
+                if codes & {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"}:
+                    continue  # already gone
+                failed[str(item.get("id"))] = _collection_outcome(item, "Id").error or "delete failed"
+        results = []
+        for delete in deletes:
+            errors = [failed[record_id] for record_id in owned[delete.idempotency_key] if record_id in failed]
+            results.append(WriteResult(delete.idempotency_key, not errors, error="; ".join(errors) or None))
+        return results
+
+    def _ids_by_field(self, sobject: str, field: str, values: Sequence[str]) -> dict[str, str]:
+        """Salesforce Ids of `sobject` records by the value of an (External ID) field."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(values))
+        for start in range(0, len(unique), QUERY_CHUNK):
+            quoted = ", ".join(f"'{_soql_escape(value)}'" for value in unique[start : start + QUERY_CHUNK])
+            answer = self._rest(
+                "query", params={"q": f"SELECT Id, {field} FROM {sobject} WHERE {field} IN ({quoted})"}
+            )
+            for record in (answer or {}).get("records", []):
+                found[str(record[field])] = str(record["Id"])
+        return found
 
     def lead_ids(self, external_ids: Sequence[str]) -> dict[str, str]:
         """Salesforce Lead Ids by external id, for the ones that exist."""

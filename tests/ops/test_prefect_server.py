@@ -198,7 +198,9 @@ def test_plan_has_one_intake_per_mailbox_and_the_other_schedules(two_mailboxes: 
         "sla-watch",
         "retrain",
         "sla-report",
+        "retention",
     ]
+    assert plan["retention"].entrypoint == "flows.retention.retention_flow"
     assert plan["intake-sales"].parameters == {"sources": ["imap:sales"]}
     assert plan["intake-support"].parameters == {"sources": ["imap:support"]}
     assert plan["intake-hooks"].parameters == {"sources": []}

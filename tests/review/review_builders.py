@@ -64,6 +64,7 @@ def add_enquiry_with_item(
         enquiry_id=enquiry_id,
         lane=lane,
         queue=queue,
+        intent=intent,
         status=status,
         claimed_by=claimed_by,
         claimed_at=now if claimed_by else None,

@@ -549,6 +549,24 @@ class SalesforceDouble:
             ]
         return 201, {"id": outcome[0], "success": True, "errors": []}
 
+    def _collection_delete(self, ids: str) -> list[dict[str, Any]]:
+        """sObject Collections delete: each Id is looked up in every object; a missing one fails."""
+        results = []
+        with self._lock:
+            for record_id in [part for part in ids.split(",") if part]:
+                for records in self.records.values():
+                    if record_id in records:
+                        del records[record_id]
+                        for index in self._indexes.values():
+                            for key in [k for k, v in index.items() if v == record_id]:
+                                del index[key]
+                        results.append({"id": record_id, "success": True, "errors": []})
+                        break
+                else:
+                    error = {"statusCode": "ENTITY_IS_DELETED", "message": "entity is deleted", "fields": []}
+                    results.append({"id": record_id, "success": False, "errors": [error]})
+        return results
+
     def _query(self, soql: str) -> dict[str, Any]:
         match = re.fullmatch(
             r"\s*SELECT\s+(?P<fields>[\w\s,]+?)\s+FROM\s+(?P<object>\w+)"
@@ -759,6 +777,8 @@ class SalesforceDouble:
         match method, parts:
             case "GET", ["sobjects", sobject, "describe"]:
                 return 200, self._describe(sobject)
+            case "DELETE", ["composite", "sobjects"]:
+                return 200, self._collection_delete((query.get("ids") or [""])[0])
             case "PATCH", ["composite", "sobjects", sobject, external_field]:
                 return 200, self._collection_upsert(sobject, external_field, json_body())
             case "PATCH", ["sobjects", sobject, external_field, value]:
