@@ -65,13 +65,15 @@ def test_an_item_someone_else_closed_is_reopened_only_by_an_ops_lead(session: Se
     add_users(session)
     item_id, _ = add_enquiry_with_item(session)
     service.accept(session, item_id, user="sam", now=NOW)  # sam claims and closes it
+    # Accepting writes sam's confirmed label; the refused attempts below must add nothing to it.
+    labels = session.scalar(sa.select(sa.func.count()).select_from(Correction))
     with pytest.raises(service.ItemClaimedError, match="only an ops lead"):
         service.correct(
             session, item_id, user="sue", intent="pricing", priority="low", queue="sales", now=NOW
         )
     with pytest.raises(service.ItemClaimedError):
         service.mark_replied(session, item_id, user="sue", text="hi", now=NOW)
-    assert session.scalar(sa.select(sa.func.count()).select_from(Correction)) == 0
+    assert session.scalar(sa.select(sa.func.count()).select_from(Correction)) == labels == 1
     # The person who closed it may still correct it; an ops lead may correct anyone's.
     service.correct(session, item_id, user="sam", intent="pricing", priority="low", queue="sales", now=NOW)
     service.correct(
@@ -84,8 +86,8 @@ def test_an_item_someone_else_closed_is_reopened_only_by_an_ops_lead(session: Se
         now=NOW,
         override=True,
     )
-    labels = session.scalars(sa.select(Correction.corrected_by).order_by(Correction.id)).all()
-    assert labels == ["sam", "olga"]
+    labelled_by = session.scalars(sa.select(Correction.corrected_by).order_by(Correction.id)).all()
+    assert labelled_by == ["sam", "sam", "olga"]  # sam's accepted label, sam's correction, olga's
 
 
 def test_pseudonymised_free_text_masks_names_ibans_and_obfuscated_addresses() -> None:
