@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -236,3 +237,10 @@ def add_demo_queue(session: Session, *, now: datetime = NOW) -> list[int]:
         )
         ids.append(item_id)
     return ids
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "every form carries a CSRF token"
+    return match.group(1)

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.web import create_app
-from config.settings import Settings, WebSettings
+from config.settings import Settings
 from connectors.notify import SmtpSettings
 from connectors.smtp_outbound import OutboundSettings
 from review.auth import load_secret_key
@@ -29,25 +28,10 @@ from store.tables import (
     SlaTimer,
     User,
 )
-from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users
+from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users, csrf_token
 from tests.sla.sla_helpers import smtp_server
 
 XSS_BODY = 'Hi <script>window.pwned = 1</script> and <img src=x onerror="window.pwned = 2"> bye'
-
-
-def _token(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "every form carries a CSRF token"
-    return match.group(1)
-
-
-@pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        home=tmp_path / "home",
-        database_url=db_url,
-        web=WebSettings(secret_key=SecretStr("test-secret-key-0123456789"), secure_cookies=False),
-    )
 
 
 @pytest.fixture
@@ -64,16 +48,16 @@ def client(settings: Settings, session_factory: sessionmaker[Session]) -> Iterat
 
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Log in through the form; returns a CSRF token valid for the new session."""
-    token = _token(client.get("/login").text)
+    token = csrf_token(client.get("/login").text)
     response = client.post("/login", data={"username": name, "password": password, "csrf_token": token})
     assert response.status_code == 200 and response.url.path == "/review", response.text[:500]
-    return _token(response.text)
+    return csrf_token(response.text)
 
 
 def test_pages_need_a_login_and_a_wrong_password_is_refused(client: TestClient) -> None:
     response = client.get("/review", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/login"
-    token = _token(client.get("/login").text)
+    token = csrf_token(client.get("/login").text)
     refused = client.post(
         "/login", data={"username": "sam", "password": "wrong-password", "csrf_token": token}
     )

@@ -4,7 +4,6 @@ security headers and the plain-HTTP login message (issue 16, section 4)."""
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -22,7 +21,7 @@ from app.web import create_app
 from config.settings import Settings, WebSettings
 from review import auth
 from store.tables import WebSession
-from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users
+from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item, add_users, csrf_token
 
 
 class MovableClock:
@@ -36,21 +35,6 @@ class MovableClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-def _token(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "every form carries a CSRF token"
-    return match.group(1)
-
-
-@pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        home=tmp_path / "home",
-        database_url=db_url,
-        web=WebSettings(secret_key=SecretStr("test-secret-key-0123456789"), secure_cookies=False),
-    )
 
 
 @pytest.fixture
@@ -73,7 +57,7 @@ def client(
 
 def _try_login(client: TestClient, name: str, password: str) -> tuple[int, int]:
     """One login attempt: (status code, Retry-After seconds or 0)."""
-    token = _token(client.get("/login").text)
+    token = csrf_token(client.get("/login").text)
     response = client.post(
         "/login",
         data={"username": name, "password": password, "csrf_token": token},
@@ -85,7 +69,7 @@ def _try_login(client: TestClient, name: str, password: str) -> tuple[int, int]:
 def _login(client: TestClient, name: str = "sam") -> str:
     status, _ = _try_login(client, name, PASSWORD)
     assert status == 303
-    return _token(client.get("/review").text)
+    return csrf_token(client.get("/review").text)
 
 
 # --- throttling -------------------------------------------------------------------------------------
@@ -206,7 +190,7 @@ def test_bodies_over_the_cap_are_refused_before_they_are_read(
 def test_logout_ends_the_session_on_the_server(client: TestClient) -> None:
     _login(client)
     stolen = dict(client.cookies)
-    client.post("/logout", data={"csrf_token": _token(client.get("/review").text)})
+    client.post("/logout", data={"csrf_token": csrf_token(client.get("/review").text)})
     client.cookies.clear()
     client.cookies.update(stolen)  # the cookie as it was before logout
     response = client.get("/review", follow_redirects=False)
@@ -302,7 +286,7 @@ def test_login_over_plain_http_on_a_real_host_says_the_cookie_needs_https(
         # The browser dropped the Secure cookie, so the post arrives without a session.
         remote.cookies.clear()
         refused = remote.post(
-            "/login", data={"username": "sam", "password": PASSWORD, "csrf_token": _token(page.text)}
+            "/login", data={"username": "sam", "password": PASSWORD, "csrf_token": csrf_token(page.text)}
         )
         assert refused.status_code == 403 and "only sent over HTTPS" in refused.text
         assert "missing its security token" not in refused.text
