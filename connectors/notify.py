@@ -8,7 +8,6 @@ settings, `slack` is the webhook. Failures map onto models.errors: a refused con
 from __future__ import annotations
 
 import smtplib
-import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,6 +16,7 @@ from typing import Protocol
 import httpx
 from pydantic import BaseModel, Field, SecretStr
 
+from connectors.smtp_client import smtp_session
 from models.errors import FatalError, RetriableError
 
 EMAIL_ROLES = ("ops_lead", "manager")
@@ -113,21 +113,7 @@ class SmtpNotifier:
         """Send a ready message (also used by the weekly report flow)."""
         settings = self._settings
         try:
-            client: smtplib.SMTP
-            if settings.ssl:
-                client = smtplib.SMTP_SSL(
-                    settings.host,
-                    settings.port,
-                    timeout=settings.timeout_seconds,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds)
-            with client:
-                if settings.starttls and not settings.ssl:
-                    client.starttls(context=ssl.create_default_context())
-                if settings.username and settings.password is not None:
-                    client.login(settings.username, settings.password.get_secret_value())
+            with smtp_session(settings) as client:
                 client.send_message(message)
         except smtplib.SMTPAuthenticationError as error:
             raise FatalError(

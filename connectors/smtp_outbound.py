@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from connectors.imap_settings import ImapMailbox
 from connectors.notify import SmtpSettings
+from connectors.smtp_client import smtp_session
 from models.errors import FatalError, RetriableError
 
 log = logging.getLogger(__name__)
@@ -220,18 +220,7 @@ class SmtpReplySender:
         if smtp is None:  # waits (with backoff) for the configuration rather than failing the reply
             raise RetriableError("no SMTP server for replies: set TRIAGE_OUTBOUND__SMTP__HOST")
         try:
-            client: smtplib.SMTP
-            if smtp.ssl:
-                client = smtplib.SMTP_SSL(
-                    smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=ssl.create_default_context()
-                )
-            else:
-                client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
-            with client:
-                if smtp.starttls and not smtp.ssl:
-                    client.starttls(context=ssl.create_default_context())
-                if smtp.username and smtp.password is not None:
-                    client.login(smtp.username, smtp.password.get_secret_value())
+            with smtp_session(smtp) as client:
                 client.send_message(message)
         except smtplib.SMTPAuthenticationError as error:
             raise FatalError(f"SMTP login to {smtp.host} refused: check the username and password") from error
