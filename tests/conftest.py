@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from store.db import make_engine, make_session_factory, upgrade_schema
 from store.tables import Base
+from tests.support.dovecot import DovecotServer, dovecot_binary, make_root, run_dovecot
 
 PG_ADMIN_URL = os.environ.get("TRIAGE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -117,3 +118,17 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """A running Dovecot on 127.0.0.1 with user test/secret, one for the whole session (tests keep
+    to folders of their own)."""
+    if dovecot_binary() is None:
+        pytest.skip("dovecot not installed: apt-get install dovecot-imapd")
+    root = make_root()
+    try:
+        with run_dovecot(root) as server:
+            yield server
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from tests.support.corpus import spamassassin_files
-from tests.support.dovecot import DovecotServer, dovecot_binary, make_root, run_dovecot
-
-
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
-    """A running Dovecot on 127.0.0.1 with user test/secret."""
-    if dovecot_binary() is None:
-        pytest.skip("dovecot not installed: apt-get install dovecot-imapd")
-    root = make_root()
-    try:
-        with run_dovecot(root) as server:
-            yield server
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+from tests.support.dovecot import DovecotServer
 
 
 @pytest.fixture

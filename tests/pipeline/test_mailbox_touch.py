@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,21 +17,9 @@ from sla.report import build_report, summary_figures
 from store import review_repo
 from store.tables import EnquiryMessage, RawRecord, SlaTimer
 from tests.builders import T0, email_bytes
-from tests.support.dovecot import DovecotServer, append_messages, dovecot_binary, make_root, run_dovecot
+from tests.support.dovecot import DovecotServer, append_messages
 
 NOW = T0 + timedelta(days=2)
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[DovecotServer]:
-    if dovecot_binary() is None:
-        pytest.skip("dovecot not installed: apt-get install dovecot-imapd")
-    root = make_root()
-    try:
-        with run_dovecot(root) as server:
-            yield server
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("folder_kind", ["inbox", "sent"])

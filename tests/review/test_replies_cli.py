@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 
@@ -22,25 +20,13 @@ from review import service
 from store.tables import ReplyOutbox
 from tests.review.review_builders import NOW, PASSWORD, add_enquiry_with_item
 from tests.sla.sla_helpers import smtp_server
-from tests.support.dovecot import DovecotServer, dovecot_binary, make_root, run_dovecot
+from tests.support.dovecot import DovecotServer
 
 runner = CliRunner()
 
 
 class Crash(BaseException):
     """The process dies after the SMTP server accepted the reply, before the commit."""
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[DovecotServer]:
-    if dovecot_binary() is None:
-        pytest.skip("dovecot not installed: apt-get install dovecot-imapd")
-    root = make_root()
-    try:
-        with run_dovecot(root) as server:
-            yield server
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_review_reply_delivers_one_threaded_mail_and_the_timer_leaves_the_open_list(
