@@ -13,7 +13,7 @@ its bytes), an enquiry with an open review item or a running or paused SLA clock
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -122,6 +122,49 @@ def _batches(
             summary.batches += 1
 
 
+def _empty_payloads(
+    factory: sessionmaker[Session],
+    summary: PassSummary,
+    payload: Any,
+    empty: Any,
+    *,
+    where: Sequence[Any],
+    oldest_first: Sequence[Any],
+    cutoff: datetime,
+    now: datetime,
+    batch_size: int,
+    dialect: str,
+    dry_run: bool,
+    max_batches: int | None,
+) -> None:
+    """One pass that empties a payload column (the row, its keys and hashes stay), oldest first, and
+    stamps `payload_pruned_at`; `dry_run` only counts."""
+    summary.cutoff = cutoff.isoformat()
+    model = payload.class_
+    if dry_run:
+        with factory() as session:
+            summary.rows, summary.bytes = _estimate(session, model, where, payload)
+        return
+
+    def rows(_: Session) -> sa.Select[Any]:
+        return (
+            sa.select(model.id, _length(payload, dialect))
+            .where(*where)
+            .order_by(*oldest_first)
+            .limit(batch_size)
+        )
+
+    def empty_them(session: Session, found: list[Any]) -> int:
+        session.execute(
+            sa.update(model)
+            .where(model.id.in_([row[0] for row in found]))
+            .values({payload.key: empty, "payload_pruned_at": now})
+        )
+        return sum(int(row[1]) for row in found)
+
+    _batches(factory, summary, rows, empty_them, max_batches)
+
+
 def prune(
     factory: sessionmaker[Session],
     policy: RetentionPolicy,
@@ -143,60 +186,36 @@ def prune(
 
     if policy.outbox_payloads.days is not None:
         cutoff = now - timedelta(days=policy.outbox_payloads.days)
-        summary.outbox_payloads.cutoff = cutoff.isoformat()
-        where = _outbox_where(cutoff)
-        if dry_run:
-            with factory() as session:
-                found = _estimate(session, CrmOutbox, where, CrmOutbox.payload)
-            summary.outbox_payloads.rows, summary.outbox_payloads.bytes = found
-        else:
-
-            def outbox_rows(_: Session) -> sa.Select[Any]:
-                return (
-                    sa.select(CrmOutbox.id, _length(CrmOutbox.payload, dialect))
-                    .where(*where)
-                    .order_by(CrmOutbox.sent_at, CrmOutbox.id)
-                    .limit(size)
-                )
-
-            def empty_outbox(session: Session, rows: list[Any]) -> int:
-                session.execute(
-                    sa.update(CrmOutbox)
-                    .where(CrmOutbox.id.in_([row[0] for row in rows]))
-                    .values(payload={}, payload_pruned_at=now)
-                )
-                return sum(int(row[1]) for row in rows)
-
-            _batches(factory, summary.outbox_payloads, outbox_rows, empty_outbox, max_batches)
-
+        _empty_payloads(
+            factory,
+            summary.outbox_payloads,
+            CrmOutbox.payload,
+            {},
+            where=_outbox_where(cutoff),
+            oldest_first=(CrmOutbox.sent_at, CrmOutbox.id),
+            cutoff=cutoff,
+            now=now,
+            batch_size=size,
+            dialect=dialect,
+            dry_run=dry_run,
+            max_batches=max_batches,
+        )
     if policy.raw_bodies.days is not None:
         cutoff = now - timedelta(days=policy.raw_bodies.days)
-        summary.raw_bodies.cutoff = cutoff.isoformat()
-        where = _raw_where(cutoff)
-        if dry_run:
-            with factory() as session:
-                summary.raw_bodies.rows, summary.raw_bodies.bytes = _estimate(
-                    session, RawRecord, where, RawRecord.payload
-                )
-        else:
-
-            def raw_rows(_: Session) -> sa.Select[Any]:
-                return (
-                    sa.select(RawRecord.id, _length(RawRecord.payload, dialect))
-                    .where(*where)
-                    .order_by(RawRecord.imported_at, RawRecord.id)
-                    .limit(size)
-                )
-
-            def empty_raw(session: Session, rows: list[Any]) -> int:
-                session.execute(
-                    sa.update(RawRecord)
-                    .where(RawRecord.id.in_([row[0] for row in rows]))
-                    .values(payload=b"", payload_pruned_at=now)
-                )
-                return sum(int(row[1]) for row in rows)
-
-            _batches(factory, summary.raw_bodies, raw_rows, empty_raw, max_batches)
+        _empty_payloads(
+            factory,
+            summary.raw_bodies,
+            RawRecord.payload,
+            b"",
+            where=_raw_where(cutoff),
+            oldest_first=(RawRecord.imported_at, RawRecord.id),
+            cutoff=cutoff,
+            now=now,
+            batch_size=size,
+            dialect=dialect,
+            dry_run=dry_run,
+            max_batches=max_batches,
+        )
 
     keep = policy.enquiry_bodies
     if keep.days is not None:
