@@ -184,31 +184,37 @@ def prune(
     with factory() as session:
         dialect = session.get_bind().dialect.name
 
-    if policy.outbox_payloads.days is not None:
-        cutoff = now - timedelta(days=policy.outbox_payloads.days)
-        _empty_payloads(
-            factory,
+    # (what the policy keeps, where its pass is counted, the column emptied, its empty value, which
+    # rows may lose it as of a cutoff, oldest first)
+    payload_passes = (
+        (
+            policy.outbox_payloads,
             summary.outbox_payloads,
             CrmOutbox.payload,
             {},
-            where=_outbox_where(cutoff),
-            oldest_first=(CrmOutbox.sent_at, CrmOutbox.id),
-            cutoff=cutoff,
-            now=now,
-            batch_size=size,
-            dialect=dialect,
-            dry_run=dry_run,
-            max_batches=max_batches,
-        )
-    if policy.raw_bodies.days is not None:
-        cutoff = now - timedelta(days=policy.raw_bodies.days)
-        _empty_payloads(
-            factory,
+            _outbox_where,
+            (CrmOutbox.sent_at, CrmOutbox.id),
+        ),
+        (
+            policy.raw_bodies,
             summary.raw_bodies,
             RawRecord.payload,
             b"",
-            where=_raw_where(cutoff),
-            oldest_first=(RawRecord.imported_at, RawRecord.id),
+            _raw_where,
+            (RawRecord.imported_at, RawRecord.id),
+        ),
+    )
+    for kept, counted, payload, empty, rows_before, oldest_first in payload_passes:
+        if kept.days is None:
+            continue
+        cutoff = now - timedelta(days=kept.days)
+        _empty_payloads(
+            factory,
+            counted,
+            payload,
+            empty,
+            where=rows_before(cutoff),
+            oldest_first=oldest_first,
             cutoff=cutoff,
             now=now,
             batch_size=size,
