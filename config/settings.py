@@ -205,6 +205,14 @@ class Settings(BaseSettings):
         le=32,
         description="Worker processes that parse, enrich and classify ahead on large runs (1: none).",
     )
+    prepare_budget_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Wall-clock seconds one record's parse may take; over it, it is quarantined.",
+    )
+    max_record_attempts: int = Field(
+        default=3, ge=1, description="Failed batches one record may cause before it is quarantined."
+    )
     imap: ImapMailbox | None = None
     mailboxes: list[ImapMailbox] = Field(default_factory=list)
     crm: CrmSettings = Field(default_factory=CrmSettings)

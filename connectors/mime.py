@@ -133,10 +133,12 @@ def parse_email(
         # Beyond this the rest is attachments; MIME parsing of a cut message still works.
         raw = raw[:max_parse_bytes]
         truncated = True
-    check_limits(raw)
+    header_end = check_limits(raw)
     message = read_message(raw)
     if not any(name.lower() in _MAIL_HEADERS for name in message):
         raise SkippableError("not an email: no From, To, Subject, Date or other RFC 5322 header found")
+    if raw.find(b"\x00", 0, header_end) >= 0:  # how header smuggling starts; no mail tool writes one
+        raise SkippableError("NUL byte in the mail headers")
 
     header_state = _HeaderReader(message, max_header_chars)
     subject = header_state.text("Subject")
@@ -173,11 +175,12 @@ def parse_email(
     )
 
 
-def check_limits(raw: bytes) -> None:
+def check_limits(raw: bytes) -> int:
     """Refuse a mail over one of the structural limits above, in time linear in its size.
 
     Each check is one C-speed scan (bytes.count, bytes.find, a compiled pattern); ordinary mail pays a
-    few microseconds. Raises SkippableError naming the limit.
+    few microseconds. Returns where the top-level header block ends; raises SkippableError naming
+    the limit.
     """
     end = _RAW_HEADER_END.search(raw, 0, MAX_HEADER_BLOCK_BYTES + 4)
     if end is None and len(raw) > MAX_HEADER_BLOCK_BYTES:
@@ -185,14 +188,13 @@ def check_limits(raw: bytes) -> None:
     header_end = end.start() if end is not None else len(raw)
     if raw.count(b"\n", 0, header_end) >= MAX_HEADER_LINES:
         raise SkippableError(f"more than {MAX_HEADER_LINES:,} header lines")
-    if raw.find(b"\x00", 0, header_end) >= 0:
-        raise SkippableError("NUL byte in the mail headers")
     if raw.count(b"=?") > MAX_ENCODED_WORDS and _count(_ENCODED_WORD_BYTES, raw) > MAX_ENCODED_WORDS:
         raise SkippableError(f"more than {MAX_ENCODED_WORDS:,} RFC 2047 encoded words")
     if _count(_CONTAINER_HEADER, raw, stop_after=MAX_CONTAINERS) > MAX_CONTAINERS:
         raise SkippableError(f"more than {MAX_CONTAINERS} nested multipart or message parts")
     if raw.count(b"\n--") > MAX_PARTS:
         raise SkippableError(f"more than {MAX_PARTS:,} MIME parts")
+    return header_end
 
 
 def _count(pattern: re.Pattern[bytes], data: bytes, *, stop_after: int | None = None) -> int:
