@@ -122,8 +122,11 @@ class WorkerPool:
         initializer: Callable[..., None],
         initargs: tuple[Any, ...],
         budget_seconds: float | None,
+        *,
+        slack_seconds: float = CHUNK_SLACK_SECONDS,
     ) -> None:
         self.workers = workers
+        self.slack_seconds = slack_seconds
         self._context = context
         self._initializer = initializer
         self._initargs = initargs
@@ -147,7 +150,7 @@ class WorkerPool:
         """Seconds a chunk of `size` records may take before its worker counts as stuck."""
         if not self.budget_seconds:
             return None
-        return self.budget_seconds * size + CHUNK_SLACK_SECONDS
+        return self.budget_seconds * size + self.slack_seconds
 
     def result(
         self,
