@@ -65,7 +65,15 @@ class CrmSettings(BaseModel):
     bulk_threshold: int = Field(
         default=2_000, ge=1, description="Batches this large or larger go through Bulk API 2.0."
     )
-    max_attempts: int = Field(default=8, ge=1, description="Attempts before a write is marked failed.")
+    max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts before a write meeting a record-level transient error is marked failed; "
+        "writes meeting an unavailable CRM (503, 429, timeouts) retry without limit.",
+    )
+    outage_alert_minutes: float = Field(
+        default=60.0, gt=0, description="Notify the ops lead once the CRM has been unavailable this long."
+    )
     backoff_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
 
 
@@ -196,6 +204,14 @@ class Settings(BaseSettings):
         ge=1,
         le=32,
         description="Worker processes that parse, enrich and classify ahead on large runs (1: none).",
+    )
+    prepare_budget_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Wall-clock seconds one record's parse may take; over it, it is quarantined.",
+    )
+    max_record_attempts: int = Field(
+        default=3, ge=1, description="Failed batches one record may cause before it is quarantined."
     )
     imap: ImapMailbox | None = None
     mailboxes: list[ImapMailbox] = Field(default_factory=list)

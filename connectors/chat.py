@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from connectors.bounded_json import load_json
 from connectors.forms import EMAIL_PATTERN, validation_problems
 from models.errors import SkippableError
 from models.records import Channel, EnquiryIn
@@ -65,10 +66,7 @@ class ChatTranscript(BaseModel):
 
 def parse_chat_payload(payload: bytes) -> ChatTranscript:
     """Validate a stored transcript (JSON object bytes) or raise SkippableError saying what is wrong."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SkippableError(f"chat transcript is not valid JSON: {error}") from error
+    data = load_json(payload, tool="chat transcript", refuse_long_ints=True)
     try:
         return ChatTranscript.model_validate(data)
     except ValidationError as error:

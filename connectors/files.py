@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import CheckResult, SourceBatch
+from connectors.bounded_json import load_json
+from models.errors import SkippableError
 from models.records import Channel, RawRecordIn
 
 EMAIL_SUFFIXES = {".eml", ".mbox", ".mbx"}
@@ -126,8 +128,8 @@ def _json_export(path: Path) -> Iterator[bytes]:
     """A JSON export: a list of records, or an object with one list inside; else the file itself."""
     raw = path.read_bytes()
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = load_json(raw, tool="JSON export")  # long integers stay text; the record's parse refuses them
+    except SkippableError:
         yield raw[:MAX_RECORD_BYTES]  # stored, then quarantined with the parser's reason
         return
     if isinstance(data, dict):

@@ -6,13 +6,13 @@ Unknown fields are kept as attributes (UTM tags, plan, seats) so nothing the vis
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connectors.bounded_json import load_json
 from models.errors import SkippableError
 from models.records import Channel, EnquiryIn
 
@@ -63,10 +63,7 @@ def validation_problems(error: ValidationError) -> str:
 
 def parse_form_payload(payload: bytes) -> FormSubmission:
     """Validate a stored form record (JSON object bytes) or raise SkippableError saying what is wrong."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SkippableError(f"form record is not valid JSON: {error}") from error
+    data = load_json(payload, tool="form record", refuse_long_ints=True)
     if not isinstance(data, dict):
         raise SkippableError(f"form record must be a JSON object, got {type(data).__name__}")
     try:

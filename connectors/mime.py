@@ -11,9 +11,13 @@ All text returned is plain: HTML is reduced to text here and must still be escap
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import email
+import io
 import re
+import zipfile
 from datetime import UTC, datetime
 from email.header import Header, decode_header
 from email.message import Message
@@ -34,6 +38,26 @@ MAX_REPLY_KEYS = 30
 # Attribute values (to, cc, list id) are context for people, not content.
 MAX_ATTRIBUTE_CHARS = 300
 
+# Explicit bounds on the work one mail can cause (issue 16). Real mail sits far below each; a mail over
+# one is hostile or broken and is refused with the limit it broke (SkippableError: quarantined), before
+# the stdlib parser sees it (its feed parser recurses per nested part: 2,000 levels raise RecursionError).
+MAX_HEADER_BLOCK_BYTES = 256_000  # the top-level header block
+MAX_HEADER_LINES = 2_000  # lines in the top-level header block
+MAX_CONTAINERS = 100  # multipart and message/* parts, which is also the deepest possible nesting
+MAX_PARTS = 1_000  # boundary delimiter lines: the parts of every multipart together
+MAX_ENCODED_WORDS = 1_000  # RFC 2047 encoded words in the whole mail
+MAX_HTML_BYTES = 2_000_000  # one text/html part before HTML-to-text (beyond: refused, not cut)
+MAX_ZIP_EXPANDED_BYTES = 200_000_000  # what the entries of one zip attachment declare, together
+MAX_ZIP_RATIO = 100  # declared expansion over compressed size, beyond which a zip is a bomb
+MAX_ZIP_ENTRIES = 10_000
+
+_CONTAINER_HEADER = re.compile(rb"^content-type:[ \t]*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+_RAW_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ENCODED_WORD_BYTES = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/x-zip"})
+
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 _WHITESPACE = re.compile(r"\s+")
 _HAS_SPACE = re.compile(r"\s")
@@ -51,17 +75,20 @@ _SIMPLE_FROM = re.compile(
 )
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+# Inside a tag, `[^<>]*` rather than `[^>]*`: an unclosed `<a<a<a...` made every `<` scan to the end
+# of the text (quadratic: 81 s of CPU for one crafted mail); stopping at the next `<` makes each
+# attempt end where the next one starts, so the whole pass is linear.
 _HTML_INVISIBLE = re.compile(
-    r"<!--.*?(?:-->|$)|<(script|style|title|noscript|template|svg)\b[^>]*>.*?(?:</\1\s*>|$)",
+    r"<!--.*?(?:-->|$)|<(script|style|title|noscript|template|svg)\b[^<>]*>.*?(?:</\1\s*>|$)",
     re.IGNORECASE | re.DOTALL,
 )
 _BLOCK_TAGS = (
     "p|div|br|li|ul|ol|tr|table|h[1-6]|blockquote|pre|hr|section|article|header|footer|dd|dt|dl"
     "|form|address|center|body|html"
 )
-_HTML_BLOCK_TAG = re.compile(rf"</?(?:{_BLOCK_TAGS})\b[^>]*>", re.IGNORECASE)
-_HTML_CELL_TAG = re.compile(r"</?t[dh]\b[^>]*>", re.IGNORECASE)
-_HTML_TAG = re.compile(r"<[a-zA-Z/!?][^>]*>")
+_HTML_BLOCK_TAG = re.compile(rf"</?(?:{_BLOCK_TAGS})\b[^<>]*>", re.IGNORECASE)
+_HTML_CELL_TAG = re.compile(r"</?t[dh]\b[^<>]*>", re.IGNORECASE)
+_HTML_TAG = re.compile(r"<[a-zA-Z/!?][^<>]*>")
 _HTML_SOURCE_BREAK = re.compile(r"[\r\n]+")
 # At least one of these makes bytes a mail (RFC 5322 requires From and Date; the rest are common).
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
@@ -106,9 +133,12 @@ def parse_email(
         # Beyond this the rest is attachments; MIME parsing of a cut message still works.
         raw = raw[:max_parse_bytes]
         truncated = True
+    header_end = check_limits(raw)
     message = read_message(raw)
     if not any(name.lower() in _MAIL_HEADERS for name in message):
         raise SkippableError("not an email: no From, To, Subject, Date or other RFC 5322 header found")
+    if raw.find(b"\x00", 0, header_end) >= 0:  # how header smuggling starts; no mail tool writes one
+        raise SkippableError("NUL byte in the mail headers")
 
     header_state = _HeaderReader(message, max_header_chars)
     subject = header_state.text("Subject")
@@ -143,6 +173,37 @@ def parse_email(
         skip_reason=_skip_reason(message, header_state, sender_email, subject),
         truncated=truncated,
     )
+
+
+def check_limits(raw: bytes) -> int:
+    """Refuse a mail over one of the structural limits above, in time linear in its size.
+
+    Each check is one C-speed scan (bytes.count, bytes.find, a compiled pattern); ordinary mail pays a
+    few microseconds. Returns where the top-level header block ends; raises SkippableError naming
+    the limit.
+    """
+    end = _RAW_HEADER_END.search(raw, 0, MAX_HEADER_BLOCK_BYTES + 4)
+    if end is None and len(raw) > MAX_HEADER_BLOCK_BYTES:
+        raise SkippableError(f"mail headers longer than {MAX_HEADER_BLOCK_BYTES:,} bytes")
+    header_end = end.start() if end is not None else len(raw)
+    if raw.count(b"\n", 0, header_end) >= MAX_HEADER_LINES:
+        raise SkippableError(f"more than {MAX_HEADER_LINES:,} header lines")
+    if raw.count(b"=?") > MAX_ENCODED_WORDS and _count(_ENCODED_WORD_BYTES, raw) > MAX_ENCODED_WORDS:
+        raise SkippableError(f"more than {MAX_ENCODED_WORDS:,} RFC 2047 encoded words")
+    if _count(_CONTAINER_HEADER, raw, stop_after=MAX_CONTAINERS) > MAX_CONTAINERS:
+        raise SkippableError(f"more than {MAX_CONTAINERS} nested multipart or message parts")
+    if raw.count(b"\n--") > MAX_PARTS:
+        raise SkippableError(f"more than {MAX_PARTS:,} MIME parts")
+    return header_end
+
+
+def _count(pattern: re.Pattern[bytes], data: bytes, *, stop_after: int | None = None) -> int:
+    found = 0
+    for _ in pattern.finditer(data):
+        found += 1
+        if stop_after is not None and found > stop_after:
+            break
+    return found
 
 
 def read_message(raw: bytes) -> Message:
@@ -273,18 +334,57 @@ class _HeaderReader:
 
 
 def _decode_header_value(value: object) -> str:
-    """Decode RFC 2047 words and raw 8-bit bytes, tolerating every malformation."""
-    try:
-        chunks = decode_header(value)  # type: ignore[arg-type]  # accepts str or Header
-    except Exception:  # a malformed encoded word must not stop the run
-        return _clean_text(str(value))
+    """Decode RFC 2047 words and raw 8-bit bytes, tolerating every malformation, in linear time.
+
+    Not `email.header.decode_header` for text: it joins adjacent words by repeated bytes concatenation,
+    quadratic in their number (thousands of encoded words took 72 s). A Header (8-bit raw bytes) still
+    goes through it: for a Header it only lists the chunks.
+    """
+    if not isinstance(value, str):
+        try:
+            chunks = decode_header(value)  # type: ignore[arg-type]
+        except Exception:  # a malformed header must not stop the run
+            return _clean_text(str(value))
+        return _clean_text(
+            "".join(
+                chunk if isinstance(chunk, str) else decode_bytes(chunk, charset) for chunk, charset in chunks
+            )
+        )
+    if "=?" not in value:
+        return _clean_text(value)
     pieces: list[str] = []
-    for chunk, charset in chunks:
-        if isinstance(chunk, str):
-            pieces.append(chunk)
-        else:
-            pieces.append(decode_bytes(chunk, charset))
+    run = bytearray()  # adjacent words in one charset: decoded together (a character may span two)
+    run_charset: str | None = None
+    position = 0
+    for word in _ENCODED_WORD.finditer(value):
+        between = value[position : word.start()]
+        charset = word.group(1).split("*", 1)[0].lower()  # RFC 2231 language suffix: charset*lang
+        # Whitespace between two encoded words is not part of the text (RFC 2047 §6.2).
+        if between and not (between.isspace() and position > 0):
+            if run:
+                pieces.append(decode_bytes(bytes(run), run_charset))
+                run.clear()
+            pieces.append(between)
+        elif run and charset != run_charset:
+            pieces.append(decode_bytes(bytes(run), run_charset))
+            run.clear()
+        run_charset = charset
+        run += _word_bytes(word.group(2), word.group(3))
+        position = word.end()
+    if run:
+        pieces.append(decode_bytes(bytes(run), run_charset))
+    pieces.append(value[position:])
     return _clean_text("".join(pieces))
+
+
+def _word_bytes(encoding: str, text: str) -> bytes:
+    data = text.encode("ascii", "surrogateescape")
+    if encoding in "bB":
+        try:
+            return base64.b64decode(data + b"=" * (-len(data) % 4))
+        except (binascii.Error, ValueError):
+            return data
+    return _QP_ESCAPE.sub(lambda match: bytes([int(match.group(1), 16)]), data.replace(b"_", b" "))
 
 
 def _sender(from_header: str | None) -> tuple[str | None, str | None]:
@@ -432,6 +532,8 @@ def _collect(part: Message, body: _BodyState, attachments: list[Attachment], *, 
     if content_type == "text/html":
         # Bound the work: markup is several times longer than its text, so cut well past the body limit.
         html = _part_text(part)
+        if len(html) > MAX_HTML_BYTES:
+            raise SkippableError(f"an HTML part of {len(html):,} characters (limit {MAX_HTML_BYTES:,})")
         limit = body.max_chars * 8
         if len(html) > limit:
             html, body.truncated = html[:limit], True
@@ -478,7 +580,28 @@ def _attachment(part: Message, content_type: str) -> Attachment:
         filename = _decode_header_value(raw_name)[:255] if raw_name else None
     except Exception:  # odd RFC 2231 parameters must not stop the run
         filename = None
-    return Attachment(filename=filename or None, content_type=content_type, size=len(_payload(part)))
+    data = _payload(part)
+    if content_type in _ZIP_TYPES or (filename or "").lower().endswith(".zip"):
+        _check_zip(data, filename)
+    return Attachment(filename=filename or None, content_type=content_type, size=len(data))
+
+
+def _check_zip(data: bytes, filename: str | None) -> None:
+    """Refuse a zip attachment that would expand far beyond its size (a zip bomb), reading only its
+    central directory: nothing is ever decompressed."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return  # not a readable zip: kept as an opaque attachment
+    expanded = sum(entry.file_size for entry in entries)
+    name = (filename or "zip attachment")[:80]
+    if len(entries) > MAX_ZIP_ENTRIES:
+        raise SkippableError(f"{name}: a zip of {len(entries):,} entries (limit {MAX_ZIP_ENTRIES:,})")
+    if expanded > MAX_ZIP_EXPANDED_BYTES or (expanded > 10_000_000 and expanded > MAX_ZIP_RATIO * len(data)):
+        raise SkippableError(
+            f"{name}: a zip bomb ({len(data):,} bytes declaring {expanded:,} bytes unpacked)"
+        )
 
 
 def _payload(part: Message) -> bytes:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.crm.base import CrmBackend, LeadDelete, LeadWrite, TaskWrite, WriteResult
 from connectors.crm.local import LocalCrm
 from models.errors import FatalError, RetriableError
+from pipeline.crm_outage import OutageAlerts, note_available, note_unavailable
 from pipeline.gc_pauses import fewer_gc_pauses
 from store import local_crm, outbox
 from store.common import utcnow
@@ -39,6 +40,7 @@ class DrainSummary:
     batches: int = 0
     stopped_by: str | None = None
     errors: list[str] = field(default_factory=list)
+    alerted: bool = False  # this pass sent the "CRM unavailable" alert
 
 
 def drain_outbox(
@@ -50,8 +52,14 @@ def drain_outbox(
     backoff_seconds: float = 30.0,
     max_batches: int | None = None,
     clock: Callable[[], datetime] = utcnow,
+    alerts: OutageAlerts | None = None,
 ) -> DrainSummary:
-    """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable."""
+    """Send every due outbox row; stop the pass early when the CRM as a whole is unavailable.
+
+    Writes that meet an unavailable CRM never fail for good (only the CRM's own rejections do, and
+    record-level transient errors after `max_attempts`); an outage longer than `alerts.alert_after`
+    notifies the ops lead once.
+    """
     summary = DrainSummary()
     with fewer_gc_pauses():
         while max_batches is None or summary.batches < max_batches:
@@ -70,7 +78,24 @@ def drain_outbox(
             summary.batches += 1
             if unavailable:
                 break
+    _track_outage(factory, summary, clock(), alerts)
     return summary
+
+
+def _track_outage(
+    factory: sessionmaker[Session], summary: DrainSummary, now: datetime, alerts: OutageAlerts | None
+) -> None:
+    """Keep when the CRM became unavailable, alert once on a long outage, and end it on a success."""
+    if summary.stopped_by is None and summary.sent == 0:
+        return  # nothing was due, or only rejections: the drain learnt nothing about availability
+    with transaction(factory) as session:
+        if summary.stopped_by is not None and summary.sent == 0:
+            waiting = outbox.counts_by_status(session).get("pending", 0)
+            summary.alerted = note_unavailable(
+                session, now=now, error=summary.stopped_by, alerts=alerts, waiting=waiting
+            )
+        else:
+            note_available(session, now=now)
 
 
 def _deliver_locally(
@@ -146,7 +171,12 @@ def _send(
         for row in rows:
             if row.id not in attempted:
                 outbox.mark_retry(
-                    row, error=str(error), now=now, backoff_seconds=backoff_seconds, max_attempts=max_attempts
+                    row,
+                    error=str(error),
+                    now=now,
+                    backoff_seconds=backoff_seconds,
+                    max_attempts=max_attempts,
+                    unavailable=True,
                 )
                 summary.retried += 1
         summary.stopped_by = str(error)
@@ -181,6 +211,7 @@ def _apply(
                 now=now,
                 backoff_seconds=backoff_seconds,
                 max_attempts=max_attempts,
+                unavailable=result.unavailable,
             )
             summary.retried += 1
         else:

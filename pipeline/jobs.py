@@ -124,7 +124,16 @@ def process(runtime: Runtime, *, on_batch: Progress | None = None) -> ProcessSum
 def sync_crm(runtime: Runtime) -> dict[str, Any]:
     """Drain the CRM outbox once. A CRM that needs a person (bad credentials) is reported, not raised:
     the enquiries are stored and their writes wait in the outbox until `triage crm check` passes."""
+    from datetime import timedelta
+
+    from connectors.notify import build_notifier, notify_settings_from
+    from pipeline.crm_outage import OutageAlerts
+
     crm = runtime.settings.crm
+    alerts = OutageAlerts(
+        build_notifier(notify_settings_from(runtime.settings)),
+        alert_after=timedelta(minutes=crm.outage_alert_minutes),
+    )
     try:
         summary = drain_outbox(
             runtime.factory,
@@ -133,6 +142,7 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
             max_attempts=crm.max_attempts,
             backoff_seconds=crm.backoff_seconds,
             clock=runtime.clock,
+            alerts=alerts,
         )
     except FatalError as error:
         log.error("CRM writes wait in the outbox: %s (run `triage crm check`)", error)

@@ -21,6 +21,7 @@ from models.artifact import ModelArtifact
 from models.errors import SkippableError
 from models.records import EnquiryIn, Enrichment, Prediction
 from pipeline.enrich import enrich
+from pipeline.isolation import DEFAULT_BUDGET_SECONDS, PrepareTimeout, RecordTimer, bisect, problem_text
 from pipeline.normalise import RawPayload, normalise_payload
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class Preparer:
     max_body_chars: int
     shadow: ModelSource = None
     hook_mappings: HookMappings | None = None  # the policy's hooks.yaml: tools' fields → ours
+    # Wall-clock seconds one record's parse may take (None: no limit); see pipeline.isolation.
+    budget_seconds: float | None = DEFAULT_BUDGET_SECONDS
 
     def load_models(self) -> None:
         """Load the models now (a worker's start-up) rather than on its first chunk."""
@@ -97,40 +100,38 @@ class Preparer:
         loaded(self.shadow)
 
     def __call__(self, items: Sequence[RawPayload]) -> tuple[list[Prepared], dict[str, float]]:
+        """Prepare every item; never raises for one item's sake: whatever a record raises (or a budget
+        it overruns) becomes that record's quarantine reason, and the others go on."""
         started = time.process_time()
         parsed: list[EnquiryIn | str] = []
-        for item in items:
-            try:
-                parsed.append(
-                    normalise_payload(
-                        item, max_body_chars=self.max_body_chars, hook_mappings=self.hook_mappings
-                    )
-                )
-            except SkippableError as error:
-                parsed.append(str(error) or error.__class__.__name__)
-            except Exception as error:  # any failure here is this one record's, never the batch's
-                # A parser bug or a crafted message (RecursionError on deep nesting, ValueError on a
-                # 5,000-digit number) quarantines this record with the class and message; the rest go on.
-                parsed.append(f"could not be parsed: {error.__class__.__name__}: {str(error)[:200]}")
+        with RecordTimer(self.budget_seconds) as timer:
+            for item in items:
+                parsed.append(self._parse(item, timer))
         timings = {"normalise": time.process_time() - started}
 
         started = time.process_time()
-        usable = [e for e in parsed if isinstance(e, EnquiryIn) and not e.skip_reason]
-        enrichments = [enrich(e, self.firmographics, self.lanes) for e in usable]
+        usable: list[EnquiryIn] = []
+        enrichments: list[Enrichment] = []
+        for index, entry in enumerate(parsed):
+            if isinstance(entry, EnquiryIn) and not entry.skip_reason:
+                try:
+                    enrichments.append(enrich(entry, self.firmographics, self.lanes))
+                except Exception as error:  # this record's enrichment, not the batch's
+                    parsed[index] = problem_text(error, "could not be enriched")
+                    continue
+                usable.append(entry)
         timings["enrich"] = time.process_time() - started
 
         started = time.process_time()
-        model, shadow = loaded(self.model), loaded(self.shadow)
-        predictions: list[Prediction] = []
-        shadows: list[Prediction | None] = [None] * len(usable)
+        classified: list[tuple[Prediction, Prediction | None] | str] = []
         if usable:
-            columns = feature_columns(usable, enrichments)
-            predictions = model.predict(columns) if model is not None else no_model_predictions(len(usable))
-            if shadow is not None:
-                shadows = list(shadow.predict(columns))
+            pairs = list(zip(usable, enrichments, strict=True))
+            classified = bisect(
+                pairs, self._classify, lambda _, error: problem_text(error, "could not be classified")
+            )
         timings["classify"] = time.process_time() - started
 
-        extra = iter(zip(enrichments, predictions, shadows, strict=True))
+        extra = iter(zip(enrichments, classified, strict=True))
         results: list[Prepared] = []
         for entry in parsed:
             if isinstance(entry, str):
@@ -138,11 +139,47 @@ class Preparer:
             elif entry.skip_reason:
                 results.append(Prepared(entry))
             else:
-                enrichment, prediction, shadow_prediction = next(extra)
-                results.append(
-                    Prepared(entry, enrichment=enrichment, prediction=prediction, shadow=shadow_prediction)
-                )
+                enrichment, outcome = next(extra)
+                if isinstance(outcome, str):
+                    results.append(Prepared(None, problem=outcome))
+                else:
+                    results.append(
+                        Prepared(entry, enrichment=enrichment, prediction=outcome[0], shadow=outcome[1])
+                    )
         return results, timings
+
+    def _parse(self, item: RawPayload, timer: RecordTimer) -> EnquiryIn | str:
+        try:
+            timer.arm()
+            try:
+                return normalise_payload(
+                    item, max_body_chars=self.max_body_chars, hook_mappings=self.hook_mappings
+                )
+            finally:
+                timer.disarm()
+        except PrepareTimeout as error:
+            return problem_text(error)
+        except SkippableError as error:
+            return str(error) or error.__class__.__name__
+        except Exception as error:  # any failure here is this one record's, never the batch's
+            # A parser bug or a crafted message quarantines this record with the class and message.
+            return problem_text(error)
+
+    def _classify(
+        self, pairs: Sequence[tuple[EnquiryIn, Enrichment]]
+    ) -> list[tuple[Prediction, Prediction | None] | str]:
+        """The model's (and the shadow's) predictions for these enquiries; raises when either fails,
+        so `bisect` can find the one record at fault."""
+        model, shadow = loaded(self.model), loaded(self.shadow)
+        enquiries = [pair[0] for pair in pairs]
+        columns = feature_columns(enquiries, [pair[1] for pair in pairs])
+        predictions = model.predict(columns) if model is not None else no_model_predictions(len(enquiries))
+        shadows: list[Prediction | None] = (
+            list(shadow.predict(columns)) if shadow is not None else [None] * len(pairs)
+        )
+        if len(predictions) != len(pairs) or len(shadows) != len(pairs):
+            raise ValueError(f"the model answered {len(predictions)} predictions for {len(pairs)} enquiries")
+        return list(zip(predictions, shadows, strict=True))
 
 
 _WORKER_PREPARER: Preparer | None = None

@@ -8,18 +8,20 @@ writes, notifications) happen later from outboxes keyed by enquiry id.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import Policy
@@ -27,6 +29,7 @@ from connectors.enrichment import Firmographics
 from models.lanes import decide
 from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
 from pipeline.gc_pauses import fewer_gc_pauses
+from pipeline.isolation import DEFAULT_BUDGET_SECONDS, WorkerPool, bisect, problem_text
 from pipeline.normalise import RawPayload, content_hash, enquiry_id_for, is_reply_subject, normalise_subject
 from pipeline.prepare import ModelSource, Prepared, Preparer, init_worker, prepare_in_worker
 from sla.service import TimerStart
@@ -68,6 +71,8 @@ class PipelineContext:
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
     parallel_minimum: int = PARALLEL_MINIMUM
     clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
+    budget_seconds: float | None = DEFAULT_BUDGET_SECONDS  # wall-clock parse budget per record
+    max_record_attempts: int = 3  # failed batches a record may cause before it is quarantined
 
     def preparer(self) -> Preparer:
         return Preparer(
@@ -77,6 +82,7 @@ class PipelineContext:
             self.max_body_chars,
             self.shadow,
             hook_mappings=self.policy.hook_mappings,
+            budget_seconds=self.budget_seconds,
         )
 
 
@@ -95,7 +101,17 @@ class ProcessSummary:
     audit_rows: int = 0
     auto_replies_queued: int = 0
     batches: int = 0
+    held_back: int = 0  # records whose batch failed because of them, left pending for a later run
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def counts(self) -> ProcessSummary:
+        """A copy of the counts (not the timings), to put back when a batch's transaction fails."""
+        return copy.deepcopy(self)
+
+    def restore(self, saved: ProcessSummary) -> None:
+        timings = self.stage_seconds
+        self.__dict__.update(copy.deepcopy(saved).__dict__)
+        self.stage_seconds = timings
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +127,7 @@ class ProcessSummary:
             "audit_rows": self.audit_rows,
             "auto_replies_queued": self.auto_replies_queued,
             "batches": self.batches,
+            "held_back": self.held_back,
         }
 
 
@@ -132,19 +149,22 @@ def process_pending(
     preparer = context.preparer()
     with ExitStack() as stack:
         stack.enter_context(fewer_gc_pauses())
-        pool: ProcessPoolExecutor | None = None
+        pool: WorkerPool | None = None
         if context.parse_workers > 1:
             with factory() as session:
                 pending = raw.count_pending(session)
             if pending >= context.parallel_minimum:
                 pool = stack.enter_context(
-                    ProcessPoolExecutor(
+                    WorkerPool(
                         context.parse_workers,
-                        mp_context=_worker_context(),
-                        initializer=init_worker,
-                        initargs=(preparer,),
+                        _worker_context(),
+                        init_worker,
+                        (preparer,),
+                        context.budget_seconds,
                     )
                 )
+        # Records whose batch failed because of them: left out of this run's claims (issue 16).
+        held_back: set[int] = set()
         ahead: _Ahead | None = None
         # SQLite has one write lock for the whole database and a claim takes it: parse and classify
         # before claiming, so web hooks and review pages that write meanwhile wait only for the batch's
@@ -154,34 +174,50 @@ def process_pending(
             early: _Early | None = None
             if prepare_first:
                 early, ahead = _prepare_before_claim(
-                    factory, preparer, pool, ahead, context, batch_size, summary
+                    factory, preparer, pool, ahead, context, batch_size, summary, held_back
                 )
                 if early is None:
                     break
-            with transaction(factory) as session:
-                records = raw.claim_pending(session, limit=batch_size)
-                if not records:
-                    break
-                ids = [record.id for record in records]
-                if early is not None:
-                    # Another process took some of the peeked rows: prepare what was claimed, here.
-                    prepared = (
-                        early.prepared if early.ids == ids else _prepare_here(records, preparer, summary)
-                    )
-                else:
-                    ready = ahead if ahead is not None and ahead.ids == ids else None
-                    ahead = None
-                    if pool is not None:  # the workers start on the next batch while this one is written
-                        upcoming = raw.peek_pending(session, after_id=ids[-1], limit=batch_size)
-                        if upcoming:
-                            ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
-                    if ready is not None:
-                        prepared = _wait_for(ready, summary)
+            saved = summary.counts()
+            records: list[PendingRecord] = []
+            prepared: Sequence[Prepared] | None = None
+            try:
+                with transaction(factory) as session:
+                    records = raw.claim_pending(session, limit=batch_size, exclude=held_back)
+                    if not records:
+                        break
+                    ids = [record.id for record in records]
+                    if early is not None:
+                        # Another process took some of the peeked rows: prepare what was claimed, here.
+                        prepared = (
+                            early.prepared if early.ids == ids else _prepare_here(records, preparer, summary)
+                        )
                     else:
-                        # The first batch (the workers are still starting), or another worker took
-                        # some of the rows prepared ahead: prepare it here.
-                        prepared = _prepare_here(records, preparer, summary)
-                process_batch(session, records, context, summary, prepared)
+                        ready = ahead if ahead is not None and ahead.ids == ids else None
+                        ahead = None
+                        if pool is not None:  # the workers start on the next batch while this one is written
+                            upcoming = raw.peek_pending(
+                                session, after_id=ids[-1], limit=batch_size, exclude=held_back
+                            )
+                            if upcoming:
+                                ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
+                        if ready is not None:
+                            prepared = _wait_for(ready, summary)
+                        else:
+                            # The first batch (the workers are still starting), or another worker took
+                            # some of the rows prepared ahead: prepare it here.
+                            prepared = _prepare_here(records, preparer, summary)
+                    process_batch(session, records, context, summary, prepared)
+            except Exception as error:
+                if not records or prepared is None or _not_the_records_fault(error):
+                    raise
+                # The batch's transaction failed and no single record is named: retry it in halves,
+                # each in its own transaction, until the record at fault is found (and held back).
+                summary.restore(saved)
+                log.warning(
+                    "a batch of %d records failed (%s): isolating the record at fault", len(records), error
+                )
+                _isolate(factory, list(zip(records, prepared, strict=True)), context, summary, held_back)
             summary.batches += 1
             if on_batch is not None:
                 on_batch(len(records))
@@ -199,17 +235,18 @@ class _Early:
 def _prepare_before_claim(
     factory: sessionmaker[Session],
     preparer: Preparer,
-    pool: ProcessPoolExecutor | None,
+    pool: WorkerPool | None,
     ahead: _Ahead | None,
     context: PipelineContext,
     batch_size: int,
     summary: ProcessSummary,
+    held_back: set[int],
 ) -> tuple[_Early | None, _Ahead | None]:
     """Peek the next batch (no lock), hand the one after it to the workers, and prepare this one."""
     with factory() as session:
-        peeked = raw.peek_pending(session, after_id=0, limit=batch_size)
+        peeked = raw.peek_pending(session, after_id=0, limit=batch_size, exclude=held_back)
         upcoming = (
-            raw.peek_pending(session, after_id=peeked[-1].id, limit=batch_size)
+            raw.peek_pending(session, after_id=peeked[-1].id, limit=batch_size, exclude=held_back)
             if peeked and pool is not None
             else []
         )
@@ -256,14 +293,32 @@ def _chunks(items: list[RawPayload], parts: int) -> list[list[RawPayload]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def _collect(futures: Sequence[Future[PreparedChunk]], summary: ProcessSummary) -> list[Prepared]:
+def _collect(
+    pool: WorkerPool,
+    futures: Sequence[Future[PreparedChunk]],
+    chunks: Sequence[list[RawPayload]],
+    summary: ProcessSummary,
+) -> list[Prepared]:
     prepared: list[Prepared] = []
-    for future in futures:
-        part, timings = future.result()
+    for future, chunk in zip(futures, chunks, strict=True):
+        part, timings = pool.result(future, chunk, prepare_in_worker, lambda c, _: _prepare_alone(pool, c))
         prepared.extend(part)
         for stage, seconds in timings.items():
             summary.stage_seconds[stage] += seconds  # CPU seconds (Preparer): the cost of a stage
     return prepared
+
+
+def _prepare_alone(pool: WorkerPool, chunk: list[RawPayload]) -> PreparedChunk:
+    """A chunk whose worker died or overran, prepared again in halves in single-use processes until
+    the record at fault stands alone; it is quarantined with what happened to it."""
+
+    def run(part: Sequence[RawPayload]) -> list[Prepared]:
+        return pool.run_alone(prepare_in_worker, list(part))[0]
+
+    def alone(_: RawPayload, error: BaseException) -> Prepared:
+        return Prepared(None, problem=problem_text(error, "its worker failed"))
+
+    return bisect(chunk, run, alone), {}
 
 
 @dataclass
@@ -271,15 +326,18 @@ class _Ahead:
     """The next batch, being prepared in the workers while this one is written."""
 
     ids: list[int]
+    pool: WorkerPool
+    chunks: list[list[RawPayload]]
     futures: list[Future[PreparedChunk]]
 
     @classmethod
-    def submit(cls, pool: ProcessPoolExecutor, rows: Sequence[PendingRecord], workers: int) -> _Ahead:
-        futures = [pool.submit(prepare_in_worker, chunk) for chunk in _chunks(_payloads(rows), workers)]
-        return cls([row.id for row in rows], futures)
+    def submit(cls, pool: WorkerPool, rows: Sequence[PendingRecord], workers: int) -> _Ahead:
+        chunks = _chunks(_payloads(rows), workers)
+        futures = [pool.submit(prepare_in_worker, chunk) for chunk in chunks]
+        return cls([row.id for row in rows], pool, chunks, futures)
 
     def results(self, summary: ProcessSummary) -> list[Prepared]:
-        return _collect(self.futures, summary)
+        return _collect(self.pool, self.futures, self.chunks, summary)
 
 
 def _prepare_here(
@@ -289,6 +347,64 @@ def _prepare_here(
     for stage, seconds in timings.items():
         summary.stage_seconds[stage] += seconds
     return prepared
+
+
+def _not_the_records_fault(error: Exception) -> bool:
+    """A lost or locked database fails every batch alike: the run fails (and is retried), no record is
+    blamed."""
+    return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.DisconnectionError)
+
+
+def _isolate(
+    factory: sessionmaker[Session],
+    batch: list[tuple[PendingRecord, Prepared]],
+    context: PipelineContext,
+    summary: ProcessSummary,
+    held_back: set[int],
+) -> None:
+    """Write a failed batch again in halves, each in its own transaction, down to the one record whose
+    write fails alone: it is held back for the rest of the run, its attempts counted, and quarantined
+    at `max_record_attempts`."""
+
+    def run(part: Sequence[tuple[PendingRecord, Prepared]]) -> list[None]:
+        saved = summary.counts()
+        try:
+            with transaction(factory) as session:
+                still = raw.lock_pending(session, [record.id for record, _ in part])
+                mine = [(record, ready) for record, ready in part if record.id in still]
+                if mine:
+                    process_batch(
+                        session, [r for r, _ in mine], context, summary, [ready for _, ready in mine]
+                    )
+        except Exception as error:
+            summary.restore(saved)
+            if _not_the_records_fault(error):
+                raise _DatabaseTrouble(error) from error
+            raise
+        return [None] * len(part)
+
+    def alone(item: tuple[PendingRecord, Prepared], error: BaseException) -> None:
+        if isinstance(error, _DatabaseTrouble):
+            raise error.__cause__ or error
+        record = item[0]
+        held_back.add(record.id)
+        reason = problem_text(error, "its batch could not be written")
+        with transaction(factory) as session:
+            quarantined = raw.record_failure(
+                session, record, reason, max_attempts=context.max_record_attempts, now=context.clock()
+            )
+        if quarantined:
+            summary.processed += 1
+            summary.outcomes[RawStatus.QUARANTINED.value] += 1
+        else:
+            summary.held_back += 1
+        log.error("record %d %s: %s", record.id, "quarantined" if quarantined else "held back", reason)
+
+    bisect(batch, run, alone)
+
+
+class _DatabaseTrouble(Exception):
+    """The database, not a record, failed a retry: stop isolating and fail the run."""
 
 
 @dataclass

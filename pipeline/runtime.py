@@ -149,6 +149,8 @@ class Runtime:
             auto_replies=self.auto_replier(),
             parse_workers=self.settings.parse_workers,
             clock=self.clock,
+            budget_seconds=self.settings.prepare_budget_seconds,
+            max_record_attempts=self.settings.max_record_attempts,
         )
 
     def crm_backend(self) -> CrmBackend:

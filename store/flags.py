@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from store.common import utcnow
@@ -34,3 +36,20 @@ def set_automation_paused(session: Session, paused: bool, *, reason: str, by: st
 
 def flag_details(session: Session, key: str) -> Flag | None:
     return session.get(Flag, key)
+
+
+def get_value(session: Session, key: str) -> dict[str, object] | None:
+    """A flag's value, or None when it was never set."""
+    flag = session.get(Flag, key)
+    return dict(flag.value) if flag is not None else None
+
+
+def set_value(session: Session, key: str, value: dict[str, object], *, by: str, now: datetime) -> None:
+    """Set a flag's value (created on first use)."""
+    flag = session.get(Flag, key)
+    if flag is None:
+        session.add(Flag(key=key, value=value, updated_by=by, updated_at=now))
+    else:
+        flag.value = value
+        flag.updated_by = by
+        flag.updated_at = now

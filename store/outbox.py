@@ -13,6 +13,9 @@ from sqlalchemy.orm import Session
 from store.common import for_update_skip_locked, insert_ignore, update_by_id
 from store.tables import CrmOutbox, Enquiry
 
+# The longest wait between two attempts at a write, however long the CRM has been unavailable.
+MAX_BACKOFF = timedelta(hours=6)
+
 
 def enqueue(session: Session, rows: Sequence[dict[str, Any]], *, now: datetime) -> int:
     """Add writes (idempotency_key, enquiry_id, operation, payload), due at `now` (the caller's clock,
@@ -100,16 +103,23 @@ def mark_retry(
     backoff_seconds: float,
     max_attempts: int,
     count: bool = True,
+    unavailable: bool = False,
 ) -> None:
-    """Schedule another attempt with exponential backoff, or give up after `max_attempts`."""
+    """Schedule another attempt with exponential backoff (capped at MAX_BACKOFF).
+
+    A record-level transient error gives up after `max_attempts`; an `unavailable` CRM (503, 429,
+    timeouts, refused connections) never does: an outage of any length ends without a hand.
+    """
     if count:
         row.attempts += 1
     row.last_error = error
-    if row.attempts >= max_attempts:
+    if row.attempts >= max_attempts and not unavailable:
         row.status = "failed"
         return
-    delay = backoff_seconds * (2 ** max(row.attempts - 1, 0))
-    row.next_attempt_at = now + timedelta(seconds=min(delay, 6 * 3600))
+    # Capped before the power: after weeks of outage the exponent alone would overflow a float.
+    exponent = min(max(row.attempts - 1, 0), 30)
+    delay = min(backoff_seconds * (2**exponent), MAX_BACKOFF.total_seconds())
+    row.next_attempt_at = now + timedelta(seconds=delay)
 
 
 def mark_failed(row: ClaimedWrite, *, error: str) -> None:

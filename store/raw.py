@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,20 +115,47 @@ _PENDING_COLUMNS = (
 )
 
 
-def claim_pending(session: Session, *, limit: int) -> list[PendingRecord]:
-    """The oldest pending records, locked so a second worker takes the next ones (PostgreSQL)."""
+def claim_pending(session: Session, *, limit: int, exclude: Collection[int] = ()) -> list[PendingRecord]:
+    """The oldest pending records, locked so a second worker takes the next ones (PostgreSQL).
+    `exclude`: records held back for the rest of this run (their batch failed because of them)."""
     statement = (
         sa.select(*_PENDING_COLUMNS)
         .where(RawRecord.status == RawStatus.PENDING.value)
         .order_by(RawRecord.id)
         .limit(limit)
     )
+    if exclude:
+        statement = statement.where(RawRecord.id.not_in(list(exclude)))
     return [PendingRecord(*row) for row in session.execute(for_update_skip_locked(statement, session))]
 
 
 def save_outcomes(session: Session, records: Sequence[PendingRecord]) -> None:
     """Write the claimed records' status, reason and enquiry in one executemany UPDATE."""
     update_by_id(session, RawRecord, ("status", "status_reason", "enquiry_id"), records)
+
+
+def lock_pending(session: Session, ids: Sequence[int]) -> set[int]:
+    """Lock these records again (a retry of part of a failed batch) and return those still pending."""
+    statement = sa.select(RawRecord.id).where(
+        RawRecord.id.in_(list(ids)), RawRecord.status == RawStatus.PENDING.value
+    )
+    return set(session.scalars(for_update_skip_locked(statement, session)))
+
+
+def record_failure(
+    session: Session, record: PendingRecord, error: str, *, max_attempts: int, now: datetime
+) -> bool:
+    """Count a failed batch against the record that caused it; at `max_attempts` it is quarantined with
+    the error. Returns whether it was quarantined."""
+    session.execute(
+        sa.update(RawRecord).where(RawRecord.id == record.id).values(attempts=RawRecord.attempts + 1)
+    )
+    attempts = int(session.scalar(sa.select(RawRecord.attempts).where(RawRecord.id == record.id)) or 0)
+    if attempts < max_attempts:
+        return False
+    quarantine(session, record, f"failed {attempts} times: {error}"[:2000], now=now)
+    save_outcomes(session, [record])
+    return True
 
 
 def count_pending(session: Session) -> int:
@@ -197,7 +224,9 @@ def counts(session: Session) -> dict[str, dict[str, int]]:
     return result
 
 
-def peek_pending(session: Session, *, after_id: int, limit: int) -> list[PendingRecord]:
+def peek_pending(
+    session: Session, *, after_id: int, limit: int, exclude: Collection[int] = ()
+) -> list[PendingRecord]:
     """The pending records the next claim will most likely take (read only, no lock): work on them can
     start early, and the claim then confirms which of them are still this worker's."""
     statement = (
@@ -206,4 +235,6 @@ def peek_pending(session: Session, *, after_id: int, limit: int) -> list[Pending
         .order_by(RawRecord.id)
         .limit(limit)
     )
+    if exclude:
+        statement = statement.where(RawRecord.id.not_in(list(exclude)))
     return [PendingRecord(*row) for row in session.execute(statement)]

@@ -73,6 +73,8 @@ class RawRecord(Base):
     time_shift_seconds: Mapped[int | None]
     # Retention emptied `payload` at this time (the key, status and enquiry stay: dedupe needs them).
     payload_pruned_at: Mapped[datetime | None]
+    # Batches that failed because of this record (pipeline.process): at the limit it is quarantined.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class SourceCheckpoint(Base):

@@ -80,6 +80,9 @@ class WriteResult:
     crm_id: str | None = None
     error: str | None = None
     retriable: bool = False
+    # The CRM was unavailable for this write (503, 429, timeout) rather than refusing this record:
+    # such writes retry without limit (pipeline.crm_sync).
+    unavailable: bool = False
 
 
 class CrmBackend(Protocol):

@@ -234,6 +234,7 @@ class _Outcome:
     crm_id: str | None = None
     error: str | None = None
     retriable: bool = False
+    unavailable: bool = False  # a RetriableError met mid-batch: the CRM, not this record
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -532,7 +533,7 @@ class SalesforceCrm:
             except RetriableError as error:
                 if not outcomes:
                     raise  # nothing went through: the CRM is down, the whole batch waits
-                outcomes += [_Outcome(False, error=str(error), retriable=True)] * (
+                outcomes += [_Outcome(False, error=str(error), retriable=True, unavailable=True)] * (
                     len(records) - len(outcomes)
                 )
                 break
@@ -555,7 +556,7 @@ class SalesforceCrm:
                 outcomes.append(_Outcome(False, error=rejected.message))
                 continue
             except RetriableError as error:
-                outcomes += [_Outcome(False, error=str(error), retriable=True)] * (
+                outcomes += [_Outcome(False, error=str(error), retriable=True, unavailable=True)] * (
                     len(records) - len(outcomes)
                 )
                 break
@@ -596,7 +597,12 @@ class SalesforceCrm:
 # -- helpers -------------------------------------------------------------------------------------------
 def _result(key: str, outcome: _Outcome) -> WriteResult:
     return WriteResult(
-        key, outcome.ok, crm_id=outcome.crm_id, error=outcome.error, retriable=outcome.retriable
+        key,
+        outcome.ok,
+        crm_id=outcome.crm_id,
+        error=outcome.error,
+        retriable=outcome.retriable,
+        unavailable=outcome.unavailable,
     )
 
 

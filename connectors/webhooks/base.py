@@ -19,14 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from config.hook_mappings import HookFieldMapping, MappedFields
+from connectors.bounded_json import load_json
 from connectors.forms import EMAIL_PATTERN
 from models.errors import SkippableError
 from models.records import Channel, EnquiryIn
 
 # Every tool here that signs a timestamp tells receivers to refuse requests older than five minutes.
 REPLAY_WINDOW = timedelta(minutes=5)
-# Enough for any real form or chat event; deeper JSON is an attack on the parser, not a lead.
-MAX_JSON_DEPTH = 64
 MAX_TEXT_CHARS = 20_000
 
 
@@ -112,43 +111,6 @@ def require_fresh(timestamp: str, now: datetime, *, what: str, unit_seconds: flo
     sent = datetime.fromtimestamp(int(timestamp) * unit_seconds, tz=UTC)
     if abs(now - sent) > REPLAY_WINDOW:
         raise SignatureRejected(f"{what} is more than 5 minutes from now: a stale or replayed request")
-
-
-def load_json(data: bytes, *, tool: str) -> Any:
-    """json.loads with bounded cost: depth checked first, huge integers refused; SkippableError on fault."""
-    depth = 0
-    deepest = 0
-    in_string = escaped = False
-    for byte in data:  # one linear pass; json.loads itself recurses per level
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    if deepest > MAX_JSON_DEPTH:
-        raise SkippableError(f"{tool}: JSON nested {deepest} levels deep (limit {MAX_JSON_DEPTH})")
-    try:
-        return json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
-        raise SkippableError(f"{tool}: payload is not valid JSON: {error}") from error
-
-
-def _bounded_int(text: str) -> int | str:
-    # Python refuses to convert over 4,300 digits with a ValueError; no id or count has more than 30.
-    return int(text) if len(text) <= 30 else text
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def json_object(data: bytes, *, tool: str) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""The crafted bomb corpus (issue 16 §2): each bomb is refused by the limit meant for it, within the
+per-record budget of CPU time, and the whole corpus stays under 300 MB of memory."""
+
+from __future__ import annotations
+
+import resource
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.mime import _decode_header_value, html_to_text
+from models.errors import SkippableError
+from pipeline.isolation import DEFAULT_BUDGET_SECONDS
+from pipeline.normalise import RawPayload, normalise_payload
+from tests.support.bombs import bomb_corpus
+
+RECEIVED = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+
+def test_every_bomb_is_refused_by_its_limit_under_the_budget_and_in_bounded_memory() -> None:
+    for bomb in bomb_corpus():
+        started = time.process_time()
+        with pytest.raises(SkippableError) as refused:
+            normalise_payload(
+                RawPayload(bomb.channel, bomb.payload, "files:bombs", RECEIVED), max_body_chars=50_000
+            )
+        spent = time.process_time() - started
+        assert bomb.reason_hint in str(refused.value).lower(), (bomb.name, str(refused.value))
+        # A bound on the product's guarantee, not a speed test: generous so a loaded machine passes.
+        assert spent < DEFAULT_BUDGET_SECONDS, (bomb.name, spent)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    assert peak_mb < 300, peak_mb
+
+
+def test_what_was_quadratic_is_linear_under_the_limits() -> None:
+    # Just under the HTML limit, the shape that took 81 s; thousands of encoded words, which took 72 s.
+    started = time.process_time()
+    assert html_to_text("<p>x</p>" + "<a" * 900_000 + "<script" * 100_000).startswith("x")
+    decoded = _decode_header_value(" ".join(["=?utf-8?q?caf=C3=A9?="] * 50_000))
+    assert decoded == "café" * 50_000
+    assert time.process_time() - started < DEFAULT_BUDGET_SECONDS
