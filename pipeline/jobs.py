@@ -146,6 +146,23 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def poll_crm_touches(runtime: Runtime) -> dict[str, Any]:
+    """One Salesforce first-touch pass (`pipeline.crm_touches`). Raises ConfigError for the local CRM,
+    whose touches are recorded by hand (`triage crm touch`)."""
+    from pipeline.crm_touches import poll_crm_touches as poll
+
+    if runtime.settings.crm.backend != "salesforce":
+        raise ConfigError(
+            "CRM touches are polled from Salesforce only (TRIAGE_CRM__BACKEND=salesforce); with the local "
+            "CRM record a touch by hand: triage crm touch ENQUIRY_ID --by NAME --at ISO"
+        )
+    from connectors.crm.salesforce import SalesforceCrm
+
+    backend = runtime.crm_backend()
+    assert isinstance(backend, SalesforceCrm)
+    return poll(runtime.factory, backend, runtime.settings.salesforce, clock=runtime.clock).as_dict()
+
+
 def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict[str, Any]:
     """Drain the reply outbox once over the configured SMTP server. Without one, replies wait."""
     from connectors.smtp_outbound import SenderPool

@@ -488,7 +488,8 @@ class SalesforceDouble:
         at: datetime | None = None,
     ) -> None:
         """What the org sets on every write: LastModifiedDate and friends, CompletedDateTime on Tasks."""
-        stamp = soql.format_datetime(at or self.clock())
+        # Salesforce keeps date-times to the second (the API writes .000 milliseconds).
+        stamp = soql.format_datetime((at or self.clock()).replace(microsecond=0))
         record.update(LastModifiedDate=stamp, SystemModstamp=stamp, LastModifiedById=by)
         if created:
             record.update(CreatedDate=stamp, CreatedById=by)
