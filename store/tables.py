@@ -367,7 +367,7 @@ class ReplyOutbox(Base):
     __tablename__ = "reply_outbox"
     __table_args__ = (
         sa.Index("ix_reply_outbox_status_next", "status", "next_attempt_at"),
-        sa.Index("ix_reply_outbox_kind_status", "kind", "status"),
+        sa.Index("ix_reply_outbox_kind_status", "kind", "status", "attempts"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

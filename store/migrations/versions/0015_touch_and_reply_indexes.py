@@ -21,7 +21,7 @@ def upgrade() -> None:
         batch.create_index("ix_outbox_crm_id", ["crm_id"], unique=False)
     # /metrics: replies by kind and state, first touches by source, each one index range.
     with op.batch_alter_table("reply_outbox") as batch:
-        batch.create_index("ix_reply_outbox_kind_status", ["kind", "status"], unique=False)
+        batch.create_index("ix_reply_outbox_kind_status", ["kind", "status", "attempts"], unique=False)
     with op.batch_alter_table("sla_timers") as batch:
         batch.create_index("ix_timer_kind_source", ["kind", "touch_source"], unique=False)
 
