@@ -101,7 +101,9 @@ def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
             module="flows.intake",
             flow_attribute="intake_flow",
             description=f"Read mailbox {mailbox.source_name}, process pending records, send CRM writes.",
-            parameters={"sources": [mailbox.source_name]},
+            parameters={
+                "sources": [mailbox.source_name] + ([mailbox.sent_source_name] if mailbox.sent_folder else [])
+            },
             interval_seconds=intake_seconds,
             timezone=schedule.timezone,
         )

@@ -171,7 +171,7 @@ def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict
 
     outbound = runtime.settings.outbound
     summary = ReplySummary()
-    pool = SenderPool(outbound)
+    pool = SenderPool.for_mailboxes(outbound, runtime.settings.all_mailboxes)
     if pool.configured:
         summary = drain_replies(
             runtime.factory,
