@@ -86,8 +86,9 @@ def test_the_sent_folder_is_a_source_of_its_own_and_joins_its_mailbox_deployment
         dovecot.mailbox(name="sales", folder="Sent", sent_folder="Sent")
 
 
-def test_a_team_mail_appended_to_the_sent_folder_stops_the_clock_on_the_next_triage_run(
-    dovecot: DovecotServer, db_url: str, tmp_path: Path
+@pytest.mark.parametrize("where", ["sent", "inbox"])
+def test_a_team_mail_appended_to_inbox_or_sent_stops_the_clock_on_the_next_triage_run(
+    dovecot: DovecotServer, db_url: str, tmp_path: Path, where: str
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     inbox, sent = f"in{tag}", f"sent{tag}"
@@ -122,11 +123,14 @@ def test_a_team_mail_appended_to_the_sent_folder_stops_the_clock_on_the_next_tri
         body="Would you like a demo?",
         sent=answered_at,
     )
-    append_messages(dovecot, sent, [answer, prospecting])
+    if where == "sent":
+        append_messages(dovecot, sent, [answer, prospecting])
+    else:  # the team answered from a client that keeps no Sent copy here; the answer Bcc'd the inbox
+        append_messages(dovecot, inbox, [answer])
     second = runner.invoke(cli_app, ["run", "--direct", "--json"], env=env)
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)
-    assert (summary["enquiries"], summary["threaded"], summary["skipped"]) == (0, 1, 1)
+    assert (summary["enquiries"], summary["threaded"], summary["skipped"]) == (0, 1, int(where == "sent"))
 
     settings = Settings(home=tmp_path, database_url=db_url)
     runtime = Runtime(settings)
@@ -145,11 +149,14 @@ def test_a_team_mail_appended_to_the_sent_folder_stops_the_clock_on_the_next_tri
         by_source = dict(
             session.execute(sa.select(RawRecord.source, sa.func.count()).group_by(RawRecord.source)).all()
         )
-        assert by_source == {"imap:sales": 1, "imap:sales:sent": 2}
         reasons = session.scalars(
             sa.select(RawRecord.status_reason).where(RawRecord.status == "skipped")
         ).all()
-        assert reasons == ["mail in the Sent folder that answers no enquiry"]
+        if where == "sent":
+            assert by_source == {"imap:sales": 1, "imap:sales:sent": 2}
+            assert reasons == ["mail in the Sent folder that answers no enquiry"]
+        else:
+            assert by_source == {"imap:sales": 2} and reasons == []
     runtime.engine.dispose()
     since = (T0 - timedelta(days=1)).date().isoformat()
     until = (T0 + timedelta(days=1)).date().isoformat()
