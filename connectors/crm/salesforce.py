@@ -585,14 +585,18 @@ class SalesforceCrm:
 
     def query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         """The records of a SOQL query a page at a time, following nextRecordsUrl (2,000 a page)."""
+
+        def more(url: str) -> Callable[[Salesforce], Any]:
+            return lambda sf: sf.query_more(url, identifier_is_url=True)
+
         try:
-            answer = self._call(lambda sf: sf.query(soql))
+            answer: Any = self._call(lambda sf: sf.query(soql))
             while True:
                 yield list((answer or {}).get("records") or [])
                 next_url = (answer or {}).get("nextRecordsUrl")
                 if (answer or {}).get("done", True) or not next_url:
                     return
-                answer = self._call(lambda sf, url=next_url: sf.query_more(url, identifier_is_url=True))
+                answer = self._call(more(str(next_url)))
         except _RecordRejected as error:
             raise FatalError(
                 f"Salesforce refused the query: {error.message} (query: {soql[:300]})"
