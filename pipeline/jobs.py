@@ -160,6 +160,15 @@ def poll_crm_touches(runtime: Runtime) -> dict[str, Any]:
 
     backend = runtime.crm_backend()
     assert isinstance(backend, SalesforceCrm)
+    written = backend.lead_status_written
+    open_statuses = runtime.settings.salesforce.open_statuses
+    if written is not None and written not in open_statuses:
+        # Every lead we write would look touched the moment it is written.
+        raise ConfigError(
+            f"crm_mapping.yaml writes Lead Status {written!r}, which is not one of "
+            f"TRIAGE_SALESFORCE__OPEN_STATUSES {open_statuses}: add it there, or the poll would count "
+            "every new lead as a first touch"
+        )
     return poll(runtime.factory, backend, runtime.settings.salesforce, clock=runtime.clock).as_dict()
 
 

@@ -284,6 +284,13 @@ class SalesforceCrm:
         """The Lead field that holds the enquiry id."""
         return self._settings.external_id_field
 
+    @property
+    def lead_status_written(self) -> str | None:
+        """The Lead Status the mapping writes on every lead (a constant or a default), if any."""
+        lead = self._mapping.lead
+        value = lead.constants.get("Status", lead.defaults.get("Status"))
+        return None if value is None else str(value)
+
     # -- connection ------------------------------------------------------------------------------------
     def _can_login(self) -> bool:
         return bool(self._settings.username and self._settings.password)

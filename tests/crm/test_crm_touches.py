@@ -288,3 +288,8 @@ def test_cli_poll_touches(
     assert again.exit_code == 0 and "0 completed task(s) read; 0" in again.stdout
     local = runner.invoke(crm_app, ["poll-touches", "--json"], env=env | {"TRIAGE_CRM__BACKEND": "local"})
     assert local.exit_code == 1 and "triage crm touch" in json.loads(local.stdout)["error"]
+    # open statuses that leave out the status our own writes set would count every new lead
+    wrong = env | {"TRIAGE_SALESFORCE__OPEN_STATUSES": '["New"]'}
+    refused = runner.invoke(crm_app, ["poll-touches", "--json"], env=wrong)
+    assert refused.exit_code == 1
+    assert "writes Lead Status 'Open - Not Contacted'" in json.loads(refused.stdout)["error"]
