@@ -253,6 +253,23 @@ def serve(
     )
 
 
+def _reply_figures(session: Any) -> dict[str, Any]:
+    """Issue 17: replies by state, acknowledgements (their own target) and first touches by source."""
+    from store import reply_outbox, sla_repo
+
+    states = {state: 0 for state in reply_outbox.REPLY_STATES}
+    acknowledgements = 0
+    for kind, state, count in reply_outbox.states_by_kind(session):
+        states[state] = states.get(state, 0) + count
+        if kind == "auto_reply" and state == "sent":
+            acknowledgements = count
+    return {
+        "outbox": states,
+        "acknowledgements_sent": acknowledgements,
+        "first_touch_by_source": sla_repo.first_touches_by_source(session),
+    }
+
+
 @app.command()
 def status(as_json: JsonFlag = False) -> None:
     """One screen: each source's last attempt, last error and checkpoint; the backlog, review and SLA, CRM,
@@ -281,6 +298,9 @@ def status(as_json: JsonFlag = False) -> None:
             "sla_breached": sum(n for _, s, n in sla if s == "breached"),
             "sla_running": sum(n for _, s, n in sla if s == "running"),
             "crm": {f"{o}:{s}": n for o, s, n in observability.outbox_by_status(session)},
+            "replies": _reply_figures(session),
+            # the human first-response target, apart from the acknowledgements in "replies"
+            "first_response_clocks": {s: n for k, s, n in sla if k == "first_response"},
             "active_model": active_version(session),
             "shadow_model": shadow_version(session),
             "automation_paused": paused,

@@ -265,6 +265,41 @@ def source_metrics(session: Session, _now: datetime) -> list[Metric]:
     return [errors, failing, last_success, last_attempt]
 
 
+def reply_metrics(session: Session, _now: datetime) -> list[Metric]:
+    """Issue 17: the reply outbox by state, acknowledgements sent, first touches by source.
+
+    The automated acknowledgement and the human first response are separate targets: acknowledgements
+    are `triage_acknowledgements_sent`; the human first-response clock's outcome is
+    `triage_sla_timers{kind="first_response"}` and where its touches came from `triage_first_touches`.
+    """
+    from store import reply_outbox, sla_repo
+
+    outbox = GaugeMetricFamily(
+        "triage_reply_outbox",
+        "Replies by kind (reply, auto_reply) and state (pending, retrying, sending, sent, failed for good).",
+        labels=["kind", "state"],
+    )
+    acknowledgements = 0
+    for kind, state, count in reply_outbox.states_by_kind(session):
+        outbox.add_metric([kind, state], count)
+        if kind == "auto_reply" and state == "sent":
+            acknowledgements = count
+    acks = CounterMetricFamily(
+        "triage_acknowledgements_sent",
+        "Automated acknowledgements the SMTP server accepted (the acknowledgement target, apart from "
+        "the human first response).",
+        value=acknowledgements,
+    )
+    touches = GaugeMetricFamily(
+        "triage_first_touches",
+        "Stopped first-response clocks by where the first touch came from (pages, mailbox, crm, automated).",
+        labels=["source"],
+    )
+    for source, count in sorted(sla_repo.first_touches_by_source(session).items()):
+        touches.add_metric([source], count)
+    return [outbox, acks, touches]
+
+
 COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("volumes", volume_metrics),
     ("review", review_metrics),
@@ -274,6 +309,7 @@ COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("drift", drift_metrics),
     ("stages", stage_metrics),
     ("sources", source_metrics),
+    ("replies", reply_metrics),
 )
 
 

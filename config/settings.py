@@ -90,6 +90,29 @@ class SalesforceSettings(BaseModel):
     api_version: str = "62.0"
     external_id_field: str = "Enquiry_Id__c"
     timeout_seconds: float = 30.0
+    # First touches seen in Salesforce (issue 17: `triage crm poll-touches`, the crm-touches flow).
+    open_statuses: list[str] = Field(
+        default_factory=lambda: ["Open - Not Contacted"],
+        description="Lead Status values that mean nobody has reached the customer yet; a lead of ours "
+        "whose Status is none of them was touched at its LastModifiedDate.",
+    )
+    team_owner_ids: list[str] = Field(
+        default_factory=list,
+        description="Salesforce user or queue Ids whose leads are the team's (besides the users' "
+        "CRM user ids, `triage users set --crm-user-id`); empty with no such users: every lead of ours.",
+    )
+    completed_task_status: str = Field(
+        default="Completed", description="The Task Status of a finished call or e-mail: a first touch."
+    )
+    touch_poll_lag_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A poll reads changes up to this long ago, so a Salesforce transaction still "
+        "committing with an earlier LastModifiedDate is not skipped.",
+    )
+    touch_query_limit: int = Field(
+        default=2_000, ge=1, le=50_000, description="Records per touch query (LIMIT; paged at 2,000)."
+    )
 
 
 class HooksSettings(BaseModel):
@@ -165,6 +188,9 @@ class ScheduleSettings(BaseModel):
         default="30 3 * * *", description="Cron for the nightly retention prune (retention.yaml)."
     )
     timezone: str = Field(default="UTC", description="IANA time zone the cron schedules are read in.")
+    crm_touch_minutes: float = Field(
+        default=5.0, gt=0, description="Minutes between Salesforce first-touch polls (Salesforce CRM only)."
+    )
 
     @field_validator("timezone")
     @classmethod

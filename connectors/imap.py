@@ -37,7 +37,7 @@ from connectors.imap_settings import ImapMailbox
 from models.errors import ConfigError, FatalError, RetriableError, TriageError
 from models.records import Channel, RawRecordIn
 
-__all__ = ["ImapMailbox", "ImapSource", "parse_external_key", "uid_set"]
+__all__ = ["ImapMailbox", "ImapSource", "SentFolderSource", "parse_external_key", "uid_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -375,3 +375,24 @@ def _close_quietly(client: IMAPClient) -> None:
             client.shutdown()
         except Exception:
             logger.debug("closing an IMAP connection failed", exc_info=True)
+
+
+class SentFolderSource(ImapSource):
+    """A mailbox's Sent folder as a source of its own ('imap:<name>:sent', its own checkpoint).
+
+    What it reads is the team's outbound mail: the pipeline (`PipelineContext.sent_sources`) threads it
+    onto the enquiry it answers as an outbound message (a first touch at its Date) and never opens an
+    enquiry from it. It is read only: never marked seen, never moved.
+    """
+
+    def __init__(self, mailbox: ImapMailbox) -> None:
+        sent = mailbox.sent_folder_mailbox()
+        if sent is None:
+            raise ConfigError(f"mailbox {mailbox.name!r} names no sent_folder")
+        super().__init__(sent)
+        self._source_name = mailbox.sent_source_name
+
+    @property
+    def name(self) -> str:
+        """'imap:<mailbox name>:sent'."""
+        return self._source_name

@@ -36,6 +36,12 @@ class ImapMailbox(BaseModel):
     folder: str = "INBOX"
     mark_seen: bool = Field(default=False, description="Set \\Seen on mail once it is stored.")
     move_to: str | None = Field(default=None, description="Move mail to this existing folder once stored.")
+    sent_folder: str | None = Field(
+        default=None,
+        description="The mailbox's Sent folder (e.g. 'Sent'): intake reads it too, as the source "
+        "'imap:<name>:sent', and mail there only ever stops the clock of the enquiry it answers (it never "
+        "becomes an enquiry); replies to this mailbox's enquiries are looked up there before a re-send.",
+    )
     batch_size: int = Field(default=500, ge=1, le=5_000, description="Mails fetched and stored per batch.")
     max_batch_bytes: int = Field(
         default=50_000_000, ge=1_000_000, description="A batch closes early once its mails reach this size."
@@ -51,9 +57,24 @@ class ImapMailbox(BaseModel):
             raise ValueError(f"mailbox {self.name!r}: choose ssl (implicit TLS) or starttls, not both")
         if self.move_to is not None and self.move_to == self.folder:
             raise ValueError(f"mailbox {self.name!r}: move_to must differ from folder")
+        if self.sent_folder is not None and self.sent_folder in {self.folder, self.move_to}:
+            raise ValueError(f"mailbox {self.name!r}: sent_folder must differ from folder and move_to")
         return self
 
     @property
     def source_name(self) -> str:
         """The source name records and checkpoints are stored under."""
         return f"imap:{self.name}"
+
+    @property
+    def sent_source_name(self) -> str:
+        """The source name of this mailbox's Sent folder: 'imap:<name>:sent'."""
+        return f"imap:{self.name}:sent"
+
+    def sent_folder_mailbox(self) -> ImapMailbox | None:
+        """The same account opened on its Sent folder (read only: never marked seen, never moved)."""
+        if self.sent_folder is None:
+            return None
+        return self.model_copy(
+            update={"folder": self.sent_folder, "mark_seen": False, "move_to": None, "sent_folder": None}
+        )

@@ -247,11 +247,25 @@ class SmtpReplySender:
 
 
 class SenderPool:
-    """One sender per enquiry source: a mailbox with an override sends through its own server."""
+    """One sender per enquiry source: a mailbox with an override sends through its own server.
 
-    def __init__(self, settings: OutboundSettings) -> None:
+    `sent_folders` (source → the mailbox opened on its Sent folder, `ImapMailbox.sent_folder`): replies
+    to that mailbox's enquiries are looked up (and filed) there, unless the outbound settings name a
+    Sent folder of their own for it.
+    """
+
+    def __init__(
+        self, settings: OutboundSettings, sent_folders: dict[str, ImapMailbox] | None = None
+    ) -> None:
         self.settings = settings
+        self.sent_folders = dict(sent_folders or {})
         self._senders: dict[str, SmtpReplySender] = {}
+
+    @classmethod
+    def for_mailboxes(cls, settings: OutboundSettings, mailboxes: Sequence[ImapMailbox]) -> SenderPool:
+        """A pool that knows the Sent folder each IMAP mailbox names (`ImapMailbox.sent_folder`)."""
+        sent = {box.source_name: folder for box in mailboxes if (folder := box.sent_folder_mailbox())}
+        return cls(settings, sent)
 
     @property
     def configured(self) -> bool:
@@ -260,7 +274,11 @@ class SenderPool:
 
     def __call__(self, source: str) -> SmtpReplySender:
         if source not in self._senders:
-            self._senders[source] = SmtpReplySender(self.settings.for_source(source))
+            settings = self.settings.for_source(source)
+            own = settings.mailboxes.get(source.removeprefix("imap:"))
+            if source in self.sent_folders and (own is None or own.sent_folder is None):
+                settings = settings.model_copy(update={"sent_folder": self.sent_folders[source]})
+            self._senders[source] = SmtpReplySender(settings)
         return self._senders[source]
 
 

@@ -85,7 +85,7 @@ class DeploymentSpec:
 
 def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
     """Every deployment the settings call for: one intake per mailbox, the hooks intake, SLA, retrain,
-    report, retention.
+    report, retention, and with Salesforce the CRM touch poll.
 
     Each mailbox gets its own deployment (`intake-<mailbox name>`) so mailboxes are read in parallel by
     several workers; `intake-hooks` reads no source and processes what web hooks and imports stored.
@@ -101,7 +101,9 @@ def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
             module="flows.intake",
             flow_attribute="intake_flow",
             description=f"Read mailbox {mailbox.source_name}, process pending records, send CRM writes.",
-            parameters={"sources": [mailbox.source_name]},
+            parameters={
+                "sources": [mailbox.source_name] + ([mailbox.sent_source_name] if mailbox.sent_folder else [])
+            },
             interval_seconds=intake_seconds,
             timezone=schedule.timezone,
         )
@@ -150,6 +152,18 @@ def plan_deployments(settings: Settings | None = None) -> list[DeploymentSpec]:
             timezone=schedule.timezone,
         ),
     ]
+    if settings.crm.backend == "salesforce":
+        # Only Salesforce is polled; the local CRM's touches are recorded by hand (`triage crm touch`).
+        specs.append(
+            DeploymentSpec(
+                name="crm-touches",
+                module="flows.crm_touches",
+                flow_attribute="crm_touches_flow",
+                description="Stop first-response clocks for leads worked in Salesforce (status, tasks).",
+                interval_seconds=schedule.crm_touch_minutes * 60,
+                timezone=schedule.timezone,
+            )
+        )
     return specs
 
 

@@ -156,6 +156,32 @@ def sync_crm(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def poll_crm_touches(runtime: Runtime) -> dict[str, Any]:
+    """One Salesforce first-touch pass (`pipeline.crm_touches`). Raises ConfigError for the local CRM,
+    whose touches are recorded by hand (`triage crm touch`)."""
+    from pipeline.crm_touches import poll_crm_touches as poll
+
+    if runtime.settings.crm.backend != "salesforce":
+        raise ConfigError(
+            "CRM touches are polled from Salesforce only (TRIAGE_CRM__BACKEND=salesforce); with the local "
+            "CRM record a touch by hand: triage crm touch ENQUIRY_ID --by NAME --at ISO"
+        )
+    from connectors.crm.salesforce import SalesforceCrm
+
+    backend = runtime.crm_backend()
+    assert isinstance(backend, SalesforceCrm)
+    written = backend.lead_status_written
+    open_statuses = runtime.settings.salesforce.open_statuses
+    if written is not None and written not in open_statuses:
+        # Every lead we write would look touched the moment it is written.
+        raise ConfigError(
+            f"crm_mapping.yaml writes Lead Status {written!r}, which is not one of "
+            f"TRIAGE_SALESFORCE__OPEN_STATUSES {open_statuses}: add it there, or the poll would count "
+            "every new lead as a first touch"
+        )
+    return poll(runtime.factory, backend, runtime.settings.salesforce, clock=runtime.clock).as_dict()
+
+
 def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict[str, Any]:
     """Drain the reply outbox once over the configured SMTP server. Without one, replies wait."""
     from connectors.smtp_outbound import SenderPool
@@ -164,7 +190,7 @@ def send_replies(runtime: Runtime, *, only_ids: list[int] | None = None) -> dict
 
     outbound = runtime.settings.outbound
     summary = ReplySummary()
-    pool = SenderPool(outbound)
+    pool = SenderPool.for_mailboxes(outbound, runtime.settings.all_mailboxes)
     if pool.configured:
         summary = drain_replies(
             runtime.factory,

@@ -66,6 +66,8 @@ class PipelineContext:
     on_customer_replies: ReplyHook | None = None
     # The team's own mail domains: their mail threaded on an enquiry is an outbound first touch.
     team_domains: frozenset[str] = frozenset()
+    # Sources that are a mailbox's Sent folder: all their mail is the team's, and never an enquiry.
+    sent_sources: frozenset[str] = frozenset()
     on_team_touches: TeamTouchHook | None = None
     auto_replies: AutoReplyHook | None = None  # None: the automated lane sends no acknowledgement
     parse_workers: int = 1  # >1: parse, enrich and classify run in worker processes, a batch ahead
@@ -510,7 +512,11 @@ def process_batch(
     known_team_keys = set(
         enquiry_store.enquiries_by_message_key(
             session,
-            [e.message_key for _, e in normalised if e.message_key and _from_team(e, context.team_domains)],
+            [
+                e.message_key
+                for r, e in normalised
+                if e.message_key and (r.source in context.sent_sources or _from_team(e, context.team_domains))
+            ],
         )
     )
 
@@ -522,13 +528,18 @@ def process_batch(
             continue
         seen.add((enquiry.message_key, digest))
         target = threads.target(enquiry)
-        from_team = _from_team(enquiry, context.team_domains)
+        in_sent_folder = record.source in context.sent_sources
+        from_team = in_sent_folder or _from_team(enquiry, context.team_domains)
         if from_team and enquiry.message_key in known_team_keys:
             _set_status(record, RawStatus.DUPLICATE, "a reply this product sent, already in the thread")
             summary.outcomes[RawStatus.DUPLICATE.value] += 1
             continue
         if from_team and target is None and enquiry.in_reply_to:
             _set_status(record, RawStatus.SKIPPED, "mail from the team's own domain that answers no enquiry")
+            summary.outcomes[RawStatus.SKIPPED.value] += 1
+            continue
+        if in_sent_folder and target is None:
+            _set_status(record, RawStatus.SKIPPED, "mail in the Sent folder that answers no enquiry")
             summary.outcomes[RawStatus.SKIPPED.value] += 1
             continue
         if target is not None:

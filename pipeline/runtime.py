@@ -145,6 +145,7 @@ class Runtime:
             max_body_chars=self.settings.max_body_chars,
             on_customer_replies=self.reply_hook(),
             team_domains=self.settings.outbound.domains,
+            sent_sources=self.sent_sources,
             on_team_touches=self.team_touch_hook(),
             auto_replies=self.auto_replier(),
             parse_workers=self.settings.parse_workers,
@@ -158,11 +159,22 @@ class Runtime:
 
         return make_crm_backend(self.settings, self.factory, clock=self.clock)
 
-    def configured_sources(self) -> list[Source]:
-        """Every source `triage run` reads: the configured IMAP mailboxes (web hooks store directly)."""
-        from connectors.imap import ImapSource
+    @property
+    def sent_sources(self) -> frozenset[str]:
+        """The sources that are Sent folders: what they hold is the team's outbound mail."""
+        return frozenset(box.sent_source_name for box in self.settings.all_mailboxes if box.sent_folder)
 
-        return [ImapSource(mailbox) for mailbox in self.settings.all_mailboxes]
+    def configured_sources(self) -> list[Source]:
+        """Every source `triage run` reads: the configured IMAP mailboxes and their Sent folders (web
+        hooks store directly)."""
+        from connectors.imap import ImapSource, SentFolderSource
+
+        sources: list[Source] = []
+        for mailbox in self.settings.all_mailboxes:
+            sources.append(ImapSource(mailbox))
+            if mailbox.sent_folder:
+                sources.append(SentFolderSource(mailbox))
+        return sources
 
 
 def file_source(path: Path, channel: Channel) -> FileSource:

@@ -393,7 +393,7 @@ def _send_now(request: Request, session: Session, reply_id: int) -> str:
     from store.tables import ReplyOutbox
 
     settings: Settings = request.app.state.settings
-    pool = SenderPool(settings.outbound)
+    pool = SenderPool.for_mailboxes(settings.outbound, settings.all_mailboxes)
     if not pool.configured:
         return "Reply queued; no SMTP server is configured (TRIAGE_OUTBOUND__SMTP__HOST), so it waits."
     factory = make_session_factory(session.get_bind())  # type: ignore[arg-type]

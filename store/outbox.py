@@ -141,6 +141,17 @@ def sent_lead_ids(session: Session, enquiry_ids: Sequence[str]) -> set[str]:
     return set(session.scalars(statement))
 
 
+def enquiries_by_crm_id(session: Session, crm_ids: Sequence[str]) -> dict[str, str]:
+    """CRM lead id → enquiry id, from the ids the CRM gave when the leads were written (index-backed)."""
+    wanted = sorted(set(crm_ids))
+    if not wanted:
+        return {}
+    statement = sa.select(CrmOutbox.crm_id, CrmOutbox.enquiry_id).where(
+        CrmOutbox.crm_id.in_(wanted), CrmOutbox.operation == "upsert_lead"
+    )
+    return {crm_id: enquiry_id for crm_id, enquiry_id in session.execute(statement) if crm_id}
+
+
 def failures(session: Session, *, limit: int = 200) -> list[CrmOutbox]:
     """Writes that gave up, newest first."""
     statement = (

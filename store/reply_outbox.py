@@ -167,3 +167,17 @@ def counts(session: Session) -> dict[str, int]:
     """Replies per status."""
     statement = sa.select(ReplyOutbox.status, sa.func.count()).group_by(ReplyOutbox.status)
     return {status: int(count) for status, count in session.execute(statement)}
+
+
+REPLY_STATES = ("pending", "retrying", "sending", "sent", "failed")
+
+
+def states_by_kind(session: Session) -> list[tuple[str, str, int]]:
+    """Replies by kind (reply | auto_reply) and state: pending, retrying (pending again after a temporary
+    failure), sending, sent, failed (for good). One grouped pass over ix_reply_outbox_kind_status."""
+    state = sa.case(
+        (sa.and_(ReplyOutbox.status == "pending", ReplyOutbox.attempts > 0), "retrying"),
+        else_=ReplyOutbox.status,
+    )
+    statement = sa.select(ReplyOutbox.kind, state, sa.func.count()).group_by(ReplyOutbox.kind, state)
+    return [(str(kind), str(name), int(count)) for kind, name, count in session.execute(statement)]

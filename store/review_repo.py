@@ -314,6 +314,23 @@ def user_names_by_email(session: Session, addresses: Sequence[str]) -> dict[str,
     return {email: name for email, name in session.execute(statement) if email}
 
 
+def user_names_by_crm_id(session: Session, crm_ids: Sequence[str]) -> dict[str, str]:
+    """CRM user id → the name of the active user with it (for CRM touches)."""
+    wanted = sorted({crm_id for crm_id in crm_ids if crm_id})
+    if not wanted:
+        return {}
+    statement = sa.select(User.crm_user_id, User.name).where(
+        User.crm_user_id.in_(wanted), User.active.is_(True)
+    )
+    return {crm_id: name for crm_id, name in session.execute(statement) if crm_id}
+
+
+def team_crm_user_ids(session: Session) -> list[str]:
+    """The CRM user ids of the active users: the leads they own are the team's."""
+    statement = sa.select(User.crm_user_id).where(User.crm_user_id.is_not(None), User.active.is_(True))
+    return sorted({crm_id for crm_id in session.scalars(statement) if crm_id})
+
+
 def get_user(session: Session, name: str) -> User | None:
     return session.scalar(sa.select(User).where(User.name == name))
 

@@ -126,6 +126,36 @@ def stop_timer(
     return bool(getattr(result, "rowcount", 0))
 
 
+def first_response_stops(session: Session, enquiry_ids: Sequence[str]) -> dict[str, datetime | None]:
+    """Enquiry id → when its first-response clock stopped (None: still open), for those with one."""
+    found: dict[str, datetime | None] = {}
+    for chunk in _chunks(sorted(set(enquiry_ids))):
+        statement = sa.select(SlaTimer.enquiry_id, SlaTimer.stopped_at).where(
+            SlaTimer.enquiry_id.in_(chunk), SlaTimer.kind == "first_response"
+        )
+        found.update({enquiry_id: stopped for enquiry_id, stopped in session.execute(statement)})
+    return found
+
+
+def oldest_open_first_response(session: Session) -> datetime | None:
+    """When the oldest first-response clock still open started (where a first CRM poll begins)."""
+    return session.scalar(
+        sa.select(sa.func.min(SlaTimer.started_at)).where(
+            SlaTimer.kind == "first_response", SlaTimer.stopped_at.is_(None)
+        )
+    )
+
+
+def first_touches_by_source(session: Session) -> dict[str, int]:
+    """Stopped first-response clocks by where the touch came from (ix_timer_kind_source)."""
+    statement = (
+        sa.select(SlaTimer.touch_source, sa.func.count())
+        .where(SlaTimer.kind == "first_response", SlaTimer.touch_source.is_not(None))
+        .group_by(SlaTimer.touch_source)
+    )
+    return {str(source): int(count) for source, count in session.execute(statement)}
+
+
 def open_timers_of(session: Session, enquiry_id: str, *, status: str) -> list[SlaTimer]:
     """The enquiry's unstopped timers in one status, locked for the change that follows."""
     statement = sa.select(SlaTimer).where(

@@ -245,6 +245,7 @@ class CrmOutbox(Base):
         sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
         sa.Index("ix_outbox_op_status", "operation", "status"),
         sa.Index("ix_outbox_prune", "payload_pruned_at", "sent_at"),
+        sa.Index("ix_outbox_crm_id", "crm_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -336,6 +337,7 @@ class SlaTimer(Base):
         sa.UniqueConstraint("enquiry_id", "kind", name="uq_timer_enquiry_kind"),
         sa.Index("ix_timer_status_due", "status", "due_at"),
         sa.Index("ix_timer_kind_status", "kind", "status"),
+        sa.Index("ix_timer_kind_source", "kind", "touch_source"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -365,7 +367,10 @@ class ReplyOutbox(Base):
     """
 
     __tablename__ = "reply_outbox"
-    __table_args__ = (sa.Index("ix_reply_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_reply_outbox_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_reply_outbox_kind_status", "kind", "status", "attempts"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(sa.String(120), unique=True)

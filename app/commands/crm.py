@@ -1,4 +1,5 @@
-"""`triage crm`: list leads, check the CRM connection, see and retry failed writes, drain the outbox once.
+"""`triage crm`: list leads, check the CRM connection, see and retry failed writes, drain the outbox once,
+record or poll first touches.
 
 Runs no flow, so it never imports Prefect. Every subcommand takes `--json` for scripts where it prints
 something a script would read.
@@ -93,6 +94,36 @@ def _touch_fail(message: str, *, as_json: bool, code: int) -> NoReturn:
     else:
         Console(stderr=True).print(f"[red]{markup_safe(message)}[/red]")
     raise typer.Exit(code)
+
+
+@crm_app.command("poll-touches")
+def poll_touches(as_json: JsonOption = False) -> None:
+    """Poll Salesforce once for first touches: leads of the team whose Status left the open statuses
+    (TRIAGE_SALESFORCE__OPEN_STATUSES) and completed Tasks stop their enquiries' first-response clocks.
+
+    What the crm-touches flow runs every TRIAGE_SCHEDULE__CRM_TOUCH_MINUTES. Exits 1 when Salesforce is
+    not the CRM or cannot be read.
+    """
+    from pipeline import jobs
+    from pipeline.runtime import Runtime
+
+    runtime = Runtime()
+    try:
+        summary = jobs.poll_crm_touches(runtime)
+    except (ConfigError, FatalError) as error:
+        _touch_fail(str(error), as_json=as_json, code=1)
+    except Exception as error:  # RetriableError (Salesforce away) and the like: say so, exit 1
+        _touch_fail(f"{error.__class__.__name__}: {error}", as_json=as_json, code=1)
+    finally:
+        runtime.engine.dispose()
+    if as_json:
+        _print_json({"ok": True, **summary})
+        return
+    console.print(
+        f"Salesforce: {summary['leads_seen']} lead(s) out of the open statuses and {summary['tasks_seen']} "
+        f"completed task(s) read; {summary['clocks_stopped']} first-response clock(s) stopped.",
+        highlight=False,
+    )
 
 
 @crm_app.command("list")

@@ -7,9 +7,10 @@ id, so sending the same outbox row twice updates instead of duplicating.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from connectors.base import CheckResult
 
@@ -109,4 +110,44 @@ class CrmBackend(Protocol):
 
     def delete_leads(self, deletes: Sequence[LeadDelete]) -> list[WriteResult]:
         """Delete leads (and their tasks) by external id; one already gone counts as deleted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CrmTouch:
+    """A sign in the CRM that someone reached the customer (issue 17).
+
+    `kind` is `status` (the lead left the open statuses) or `task` (a completed Task on the lead).
+    `cursor` is the record's (LastModifiedDate, Id): the poll's high-water mark once it is handled.
+    """
+
+    kind: Literal["status", "task"]
+    lead_id: str  # the CRM's id of the lead (the crm_id stored when the lead was written)
+    external_id: str | None  # our enquiry id on the lead, where the record carries it
+    at: datetime  # when the touch happened
+    by: str | None  # the CRM user who made it
+    detail: str
+    cursor: tuple[datetime, str]
+
+
+class TouchFeed(Protocol):
+    """A CRM that can be polled for first touches, in pages, after a (LastModifiedDate, Id) mark."""
+
+    def lead_touches(
+        self,
+        *,
+        after: tuple[datetime, str],
+        until: datetime,
+        open_statuses: Sequence[str],
+        owner_ids: Sequence[str],
+        limit: int,
+    ) -> Iterator[list[CrmTouch]]:
+        """Leads modified after `after` and before `until` whose Status is none of `open_statuses`
+        (and, if `owner_ids` is not empty, owned by one of them), oldest first, at most `limit`."""
+        ...
+
+    def task_touches(
+        self, *, after: tuple[datetime, str], until: datetime, completed_status: str, limit: int
+    ) -> Iterator[list[CrmTouch]]:
+        """Completed Tasks on leads modified after `after` and before `until`, oldest first."""
         ...

@@ -23,8 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
 
@@ -41,7 +42,7 @@ from simple_salesforce.login import SalesforceLogin
 
 from config.settings import CrmSettings, SalesforceSettings
 from connectors.base import CheckResult
-from connectors.crm.base import LeadDelete, LeadWrite, TaskWrite, WriteResult
+from connectors.crm.base import CrmTouch, LeadDelete, LeadWrite, TaskWrite, WriteResult
 from connectors.crm.mapping import LeadMapping
 from models.errors import FatalError, RetriableError
 
@@ -284,6 +285,13 @@ class SalesforceCrm:
         """The Lead field that holds the enquiry id."""
         return self._settings.external_id_field
 
+    @property
+    def lead_status_written(self) -> str | None:
+        """The Lead Status the mapping writes on every lead (a constant or a default), if any."""
+        lead = self._mapping.lead
+        value = lead.constants.get("Status", lead.defaults.get("Status"))
+        return None if value is None else str(value)
+
     # -- connection ------------------------------------------------------------------------------------
     def _can_login(self) -> bool:
         return bool(self._settings.username and self._settings.password)
@@ -515,6 +523,93 @@ class SalesforceCrm:
                 found[str(record[field])] = str(record["Id"])
         return found
 
+    # -- first touches (issue 17) ----------------------------------------------------------------------
+    def lead_touches(
+        self,
+        *,
+        after: tuple[datetime, str],
+        until: datetime,
+        open_statuses: Sequence[str],
+        owner_ids: Sequence[str],
+        limit: int,
+    ) -> Iterator[list[CrmTouch]]:
+        """Our leads (the external-id field set) modified after `after` (LastModifiedDate, Id) and before
+        `until` whose Status left the open statuses, in pages; the touch time is LastModifiedDate."""
+        field = self.external_id_field
+        conditions = [f"{field} != null"]
+        if open_statuses:
+            conditions.append(f"Status NOT IN ({_soql_list(open_statuses)})")
+        if owner_ids:
+            conditions.append(f"OwnerId IN ({_soql_list(owner_ids)})")
+        soql = (
+            f"SELECT Id, {field}, Status, OwnerId, LastModifiedDate, LastModifiedById FROM Lead "
+            f"WHERE {' AND '.join(conditions)} AND {_after_mark(after, until)} "
+            f"ORDER BY LastModifiedDate, Id LIMIT {int(limit)}"
+        )
+        for page in self.query_pages(soql):
+            touches = []
+            for record in page:
+                modified = _sf_datetime(record["LastModifiedDate"])
+                touches.append(
+                    CrmTouch(
+                        kind="status",
+                        lead_id=str(record["Id"]),
+                        external_id=str(record[field]) if record.get(field) else None,
+                        at=modified,
+                        by=record.get("LastModifiedById"),
+                        detail=f"Salesforce lead {record['Id']} status {record.get('Status')!r}",
+                        cursor=(modified, str(record["Id"])),
+                    )
+                )
+            yield touches
+
+    def task_touches(
+        self, *, after: tuple[datetime, str], until: datetime, completed_status: str, limit: int
+    ) -> Iterator[list[CrmTouch]]:
+        """Completed Tasks modified after `after` and before `until`, in pages; the touch time is the
+        task's CompletedDateTime (its LastModifiedDate when Salesforce has none)."""
+        soql = (
+            "SELECT Id, WhoId, Status, OwnerId, CompletedDateTime, LastModifiedDate, LastModifiedById "
+            f"FROM Task WHERE Status = '{_soql_escape(completed_status)}' AND WhoId != null "
+            f"AND {_after_mark(after, until)} ORDER BY LastModifiedDate, Id LIMIT {int(limit)}"
+        )
+        for page in self.query_pages(soql):
+            touches = []
+            for record in page:
+                modified = _sf_datetime(record["LastModifiedDate"])
+                completed = record.get("CompletedDateTime")
+                touches.append(
+                    CrmTouch(
+                        kind="task",
+                        lead_id=str(record["WhoId"]),
+                        external_id=None,
+                        at=_sf_datetime(completed) if completed else modified,
+                        by=record.get("OwnerId") or record.get("LastModifiedById"),
+                        detail=f"Salesforce task {record['Id']} completed",
+                        cursor=(modified, str(record["Id"])),
+                    )
+                )
+            yield touches
+
+    def query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+        """The records of a SOQL query a page at a time, following nextRecordsUrl (2,000 a page)."""
+
+        def more(url: str) -> Callable[[Salesforce], Any]:
+            return lambda sf: sf.query_more(url, identifier_is_url=True)
+
+        try:
+            answer: Any = self._call(lambda sf: sf.query(soql))
+            while True:
+                yield list((answer or {}).get("records") or [])
+                next_url = (answer or {}).get("nextRecordsUrl")
+                if (answer or {}).get("done", True) or not next_url:
+                    return
+                answer = self._call(more(str(next_url)))
+        except _RecordRejected as error:
+            raise FatalError(
+                f"Salesforce refused the query: {error.message} (query: {soql[:300]})"
+            ) from error
+
     # -- sObject Collections ---------------------------------------------------------------------------
     def _collection_upsert(self, sobject: str, field: str, records: list[dict[str, Any]]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
@@ -645,6 +740,31 @@ def _csv_value(value: Any) -> str:
 
 def _soql_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _soql_list(values: Sequence[str]) -> str:
+    return ", ".join(f"'{_soql_escape(value)}'" for value in values)
+
+
+def _soql_datetime(value: datetime) -> str:
+    """A SOQL date-time literal (never quoted), to the second as Salesforce keeps them."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _after_mark(after: tuple[datetime, str], until: datetime) -> str:
+    """Records after the (LastModifiedDate, Id) mark and before `until`: keyset paging that never
+    skips or repeats a record, however many share one LastModifiedDate."""
+    at, record_id = after
+    mark = _soql_datetime(at)
+    return (
+        f"LastModifiedDate < {_soql_datetime(until)} AND (LastModifiedDate > {mark} OR "
+        f"(LastModifiedDate = {mark} AND Id > '{_soql_escape(record_id)}'))"
+    )
+
+
+def _sf_datetime(value: str) -> datetime:
+    """A REST date-time (2026-03-02T10:00:00.000+0000) as an aware UTC datetime."""
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _external_id_problems(described: Any, sobject: str, name: str, setting: str) -> list[str]:

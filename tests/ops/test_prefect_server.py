@@ -269,6 +269,21 @@ def test_deployments_carry_module_entrypoints_schedules_and_a_one_run_limit(two_
         ]
 
 
+def test_salesforce_adds_the_crm_touch_poll_on_its_own_schedule(
+    two_mailboxes: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.deployments import build_deployments, plan_deployments
+
+    assert "crm-touches" not in {spec.name for spec in plan_deployments()}  # the local CRM: by hand
+    monkeypatch.setenv("TRIAGE_CRM__BACKEND", "salesforce")
+    monkeypatch.setenv("TRIAGE_SCHEDULE__CRM_TOUCH_MINUTES", "10")
+    plan = {spec.name: spec for spec in plan_deployments()}
+    spec = plan["crm-touches"]
+    assert (spec.entrypoint, spec.interval_seconds) == ("flows.crm_touches.crm_touches_flow", 600)
+    [deployment] = build_deployments([spec])
+    assert (deployment.flow_name, deployment.concurrency_limit) == ("crm-touches", 1)
+
+
 def test_deploy_without_a_server_url_is_refused(two_mailboxes: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.deployments import deploy_all
     from models.errors import ConfigError

@@ -12,7 +12,14 @@ Developer Guide, SOAP `login()`), including their error bodies, for:
   (201 created / 200 updated, errors as `[{"message", "errorCode", "fields"}]`).
 - `POST /services/data/vXX.X/sobjects/{Object}` — create one record.
 - `GET  /services/data/vXX.X/query?q=` — the SOQL subset
-  `SELECT f, g FROM Object [WHERE f IN (...) | f = '...'] [LIMIT n]`.
+  `SELECT f, g FROM Object [WHERE f IN (...) | f = '...'] [LIMIT n]`; a query with more than that
+  (AND/OR, `>`/`>=` on datetimes, ORDER BY) goes to `tests/support/soql.py`, and every answer of more
+  than `query_batch_size` records is paged with `nextRecordsUrl` (`GET .../query/{locator}`), as
+  Salesforce pages at 2,000.
+- System fields: every write stamps `LastModifiedDate`, `SystemModstamp` and `LastModifiedById` (and
+  `CreatedDate`, `CreatedById`, `OwnerId` on create) from the double's `clock`; a Task whose Status
+  becomes 'Completed' gets `CompletedDateTime`. `edit_record` and `add_task` make the changes a person
+  makes in Salesforce's pages (a lead's Status, a completed Task), stamped with their user and time.
 - Bulk API 2.0 ingest: create job, `PUT .../batches` (CSV), `PATCH` state `UploadComplete`/`Aborted`, poll,
   `successfulResults`, `failedResults`, `unprocessedrecords`.
 
@@ -49,9 +56,14 @@ from xml.etree import ElementTree
 import trustme
 
 from config.settings import SalesforceSettings
+from tests.support import soql
 
 ID_PREFIXES = {"Lead": "00Q", "Task": "00T", "Account": "001", "Contact": "003"}
 MAX_COLLECTION_RECORDS = 200
+API_USER_ID = "005000000000001AAA"  # the integration user the double logs in as
+QUERY_BATCH_SIZE = 2000  # records per query answer before nextRecordsUrl (Salesforce's default)
+# Stamped by the org on every write, never by the client (read-only in Salesforce).
+SYSTEM_FIELDS = ("CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp")
 
 
 def _field(
@@ -97,6 +109,7 @@ def default_objects(external_id_field: str, task_key_field: str) -> dict[str, di
         _field("Triage_Intent__c"),
         _field("Triage_Campaign__c"),
         _field(external_id_field, length=64, external_id=True, unique=True),
+        *_system_fields(),
     ]
     task = [
         _field("Id", "id", length=18, nillable=False),
@@ -107,8 +120,22 @@ def default_objects(external_id_field: str, task_key_field: str) -> dict[str, di
         _field("Priority", "picklist", nillable=False),
         _field("Status", "picklist", nillable=False),
         _field(task_key_field, length=120, external_id=True, unique=True),
+        _field("CompletedDateTime", "datetime"),
+        *_system_fields(),
     ]
     return {"Lead": {f["name"]: f for f in lead}, "Task": {f["name"]: f for f in task}}
+
+
+def _system_fields() -> list[dict[str, Any]]:
+    """OwnerId and the audit fields every object has."""
+    return [
+        _field("OwnerId", "reference", length=18),
+        _field("CreatedDate", "datetime"),
+        _field("CreatedById", "reference", length=18),
+        _field("LastModifiedDate", "datetime"),
+        _field("LastModifiedById", "reference", length=18),
+        _field("SystemModstamp", "datetime"),
+    ]
 
 
 REQUIRED_ON_CREATE = {"Lead": ("LastName", "Company"), "Task": ()}
@@ -190,6 +217,10 @@ class SalesforceDouble:
         self.field_error_rules: list[FieldErrorRule] = []
         self.jobs: dict[str, BulkJob] = {}
         self.hold_bulk_jobs = False  # True: closed jobs stay InProgress (a stuck job)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # stamps LastModifiedDate
+        self.query_batch_size = QUERY_BATCH_SIZE
+        self.queries: list[str] = []  # every SOQL query answered, in order
+        self._locators: dict[str, tuple[list[dict[str, Any]], int]] = {}  # locator → (records left, total)
         self._faults: list[_RequestFault] = []
         self._indexes: dict[tuple[str, str], dict[str, str]] = {}
         self._sessions: set[str] = set()
@@ -417,6 +448,7 @@ class SalesforceDouble:
                 }
             if existing is not None:
                 table[existing].update(values)
+                self._stamp(sobject, table[existing], created=False)
                 return existing, False
             missing = [name for name in REQUIRED_ON_CREATE.get(sobject, ()) if not values.get(name)]
             if missing:
@@ -440,10 +472,55 @@ class SalesforceDouble:
                     }
             new_id = self._new_id(sobject)
             table[new_id] = {"Id": new_id, **values}
+            self._stamp(sobject, table[new_id], created=True)
             for name in unique:
                 self._index(sobject, name)[str(values[name])] = new_id
                 self.created[(sobject, str(values[name]))] += 1
             return new_id, True
+
+    def _stamp(
+        self,
+        sobject: str,
+        record: dict[str, Any],
+        *,
+        created: bool,
+        by: str = API_USER_ID,
+        at: datetime | None = None,
+    ) -> None:
+        """What the org sets on every write: LastModifiedDate and friends, CompletedDateTime on Tasks."""
+        # Salesforce keeps date-times to the second (the API writes .000 milliseconds).
+        stamp = soql.format_datetime((at or self.clock()).replace(microsecond=0))
+        record.update(LastModifiedDate=stamp, SystemModstamp=stamp, LastModifiedById=by)
+        if created:
+            record.update(CreatedDate=stamp, CreatedById=by)
+            record.setdefault("OwnerId", by)
+        if sobject == "Task":
+            if record.get("Status") == "Completed":
+                if not record.get("CompletedDateTime"):
+                    record["CompletedDateTime"] = stamp
+            else:
+                record["CompletedDateTime"] = None
+
+    # -- what a person does in Salesforce's own pages --------------------------------------------------
+    def edit_record(
+        self, sobject: str, record_id: str, values: dict[str, Any], *, by: str, at: datetime
+    ) -> dict[str, Any]:
+        """Change a record as user `by` at `at` (a lead's Status set to 'Working - Contacted')."""
+        with self._lock:
+            record = self.records[sobject][record_id]
+            record.update(values)
+            self._stamp(sobject, record, created=False, by=by, at=at)
+            return dict(record)
+
+    def add_task(self, values: dict[str, Any], *, by: str, at: datetime) -> str:
+        """Create a Task as user `by` at `at` (a logged call: Status 'Completed'); returns its Id."""
+        with self._lock:
+            new_id = self._new_id("Task")
+            record = {"Id": new_id, "Priority": "Normal", "Status": "Not Started", **values}
+            record.setdefault("OwnerId", by)
+            self.records["Task"][new_id] = record
+            self._stamp("Task", record, created=True, by=by, at=at)
+            return new_id
 
     def _index(self, sobject: str, external_field: str) -> dict[str, str]:
         # An index per (object, external-id field) keeps upserts O(1) for the 500-lead and bench runs.
@@ -607,6 +684,55 @@ class SalesforceDouble:
             for row in rows
         ]
         return {"totalSize": len(records), "done": True, "records": records}
+
+    def _soql(self, text: str) -> dict[str, Any]:
+        """The SOQL the simple `_query` does not take (tests/support/soql.py)."""
+        try:
+            parsed = soql.parse(text, self._object)
+        except soql.SoqlError as error:
+            raise ApiError(400, error.code, error.message) from error
+        types = {name: str(item.get("type")) for name, item in self.objects[parsed.sobject].items()}
+        with self._lock:
+            rows = [dict(row) for row in self.records[parsed.sobject].values() if parsed.matches(row)]
+        rows = parsed.sort(rows, types)
+        if parsed.limit is not None:
+            rows = rows[: parsed.limit]
+        records = [
+            {
+                "attributes": {
+                    "type": parsed.sobject,
+                    "url": f"/services/data/v{self.api_version}/sobjects/{parsed.sobject}/{row['Id']}",
+                },
+                **{name: row.get(name) for name in parsed.fields},
+            }
+            for row in rows
+        ]
+        return {"totalSize": len(records), "done": True, "records": records}
+
+    def _page(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Cut an answer at `query_batch_size` records; the rest waits behind a nextRecordsUrl."""
+        records = answer["records"]
+        if len(records) <= self.query_batch_size:
+            return answer
+        return self._cut(records, answer["totalSize"])
+
+    def _cut(self, records: list[dict[str, Any]], total: int) -> dict[str, Any]:
+        size = self.query_batch_size
+        page, rest = records[:size], records[size:]
+        answer: dict[str, Any] = {"totalSize": total, "done": not rest, "records": page}
+        if rest:
+            locator = f"01g{next(self._ids):015d}-{size}"
+            with self._lock:
+                self._locators[locator] = (rest, total)
+            answer["nextRecordsUrl"] = f"/services/data/v{self.api_version}/query/{locator}"
+        return answer
+
+    def _more(self, locator: str) -> dict[str, Any]:
+        with self._lock:
+            left = self._locators.pop(locator, None)
+        if left is None:
+            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._cut(*left)
 
     # Bulk API 2.0 ingest
     def _job_info(self, job: BulkJob) -> dict[str, Any]:
@@ -786,7 +912,12 @@ class SalesforceDouble:
             case "POST", ["sobjects", sobject]:
                 return self._create(sobject, json_body())
             case "GET", ["query"]:
-                return 200, self._query((query.get("q") or [""])[0])
+                text = (query.get("q") or [""])[0]
+                with self._lock:
+                    self.queries.append(text)
+                return 200, self._page(self._soql(text) if _extended(text) else self._query(text))
+            case "GET", ["query", locator]:
+                return 200, self._more(locator)
             case "POST", ["jobs", "ingest"]:
                 return 200, self._create_job(json_body())
             case "PUT", ["jobs", "ingest", job_id, "batches"]:
@@ -803,6 +934,11 @@ class SalesforceDouble:
             }:
                 return 200, self._results_csv(job_id, kind.lower())
         raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+def _extended(text: str) -> bool:
+    """Whether a query needs more than the simple `_query` grammar (one IN or = filter)."""
+    return bool(re.search(r"\b(AND|OR|NOT|ORDER\s+BY)\b|[<>!]", text, flags=re.IGNORECASE))
 
 
 class _Handler(BaseHTTPRequestHandler):
