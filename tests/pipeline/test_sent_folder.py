@@ -7,9 +7,7 @@ never becomes an enquiry; the reply outbox looks a Message-ID up there before re
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -31,25 +29,13 @@ from store import review_repo
 from store.tables import Enquiry, EnquiryMessage, RawRecord, ReplyOutbox, SlaTimer
 from tests.builders import T0, email_bytes
 from tests.sla.sla_helpers import smtp_server
-from tests.support.dovecot import DovecotServer, append_messages, dovecot_binary, make_root, run_dovecot
+from tests.support.dovecot import DovecotServer, append_messages
 
 runner = CliRunner()
 
 
 class Crash(BaseException):
     """The process dies after the SMTP server accepted the reply, before the commit."""
-
-
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[DovecotServer]:
-    if dovecot_binary() is None:
-        pytest.skip("dovecot not installed: apt-get install dovecot-imapd")
-    root = make_root()
-    try:
-        with run_dovecot(root) as server:
-            yield server
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _mailbox_json(dovecot: DovecotServer, *, folder: str, sent_folder: str) -> str:
