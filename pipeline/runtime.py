@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import Policy, load_policy
+from config.routing import load_routing
 from config.settings import Settings
 from connectors.base import Source
 from connectors.crm.base import CrmBackend
@@ -25,7 +26,9 @@ from connectors.enrichment import bundled_firmographics
 from connectors.files import FileSource
 from models.artifact import artifact_with_status
 from models.records import Channel
+from pipeline.accounts import AccountMatcher
 from pipeline.process import PipelineContext
+from pipeline.routing import Router
 from pipeline.replies import AutoReplier
 from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
@@ -129,6 +132,23 @@ class Runtime:
 
         return AutoReplier(tasks, dict(load_templates(self.settings.policy_dir)), outbound, promise)
 
+    @cached_property
+    def account_matcher(self) -> AccountMatcher | None:
+        """Account matching for this run's batches (its cache lives as long as the runtime)."""
+        if not self.settings.crm.accounts.enabled:
+            return None
+        from connectors.crm.factory import make_account_directory
+
+        firmographics = bundled_firmographics()
+        directory = make_account_directory(
+            self.settings, self.factory, firmographics.is_free_mail, clock=self.clock
+        )
+        return AccountMatcher(directory)
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(load_routing(self.settings.policy_dir))
+
     def pipeline_context(self) -> PipelineContext:
         """The policies and the active (and shadow) model for one run; models load where they classify."""
         with self.factory() as session:
@@ -149,6 +169,8 @@ class Runtime:
             auto_replies=self.auto_replier(),
             parse_workers=self.settings.parse_workers,
             clock=self.clock,
+            accounts=self.account_matcher,
+            router=self.router,
         )
 
     def crm_backend(self) -> CrmBackend:
