@@ -364,6 +364,7 @@ class TimerFact:
     intent: str
     queue: str
     owner: str | None
+    team: str | None = None  # the team owner routing chose (issue 12)
 
 
 def first_response_facts(session: Session, *, since: datetime, until: datetime) -> list[TimerFact]:
@@ -383,7 +384,9 @@ def first_response_facts(session: Session, *, since: datetime, until: datetime) 
             Enquiry.channel,
             Enquiry.intent,
             Enquiry.queue,
-            ReviewItem.claimed_by.label("owner"),
+            # Whoever works the item, else whom routing gave it to.
+            sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner).label("owner"),
+            ReviewItem.team.label("team"),
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .outerjoin(ReviewItem, ReviewItem.enquiry_id == SlaTimer.enquiry_id)
@@ -448,7 +451,7 @@ def at_risk_timers(session: Session, *, due_before: datetime, limit: int = 200) 
             Enquiry.queue,
             Enquiry.channel,
             Enquiry.subject,
-            ReviewItem.claimed_by,
+            sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner),
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .outerjoin(ReviewItem, ReviewItem.enquiry_id == SlaTimer.enquiry_id)

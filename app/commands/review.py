@@ -83,6 +83,7 @@ def list_items(
     intent: Annotated[str | None, typer.Option(help="Only this intent.")] = None,
     lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
     mine: Annotated[str | None, typer.Option("--mine", help="Only items claimed by this user.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only items routed to this user.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
     as_json: JsonOption = False,
@@ -107,6 +108,7 @@ def list_items(
             intent=intent,
             lane=lane,
             claimed_by=mine,
+            owner=owner,
             now=utcnow(),
             limit=limit,
             offset=offset,
@@ -115,7 +117,7 @@ def list_items(
         print(json.dumps({"total": page.total, "items": [entry.as_dict() for entry in page.entries]}))
         return
     table = SafeTable(title=f"{page.total} open")
-    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by"):
+    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by", "owner", "lang"):
         table.add_column(column)
     for entry in page.entries:
         left = service.format_time_left(entry.seconds_left)
@@ -128,6 +130,8 @@ def list_items(
             entry.queue,
             entry.lane,
             entry.claimed_by or "",
+            entry.owner or "",
+            entry.language or "",
         )
     Console(markup=True, highlight=False).print(table)
 
