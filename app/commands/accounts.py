@@ -52,7 +52,7 @@ def import_accounts(
     try:
         accounts = read_accounts_csv(file)
     except ConfigError as error:
-        Console(stderr=True).print(f"[red]{markup_safe(error)}[/red]")
+        Console(stderr=True, soft_wrap=True).print(f"[red]{markup_safe(error)}[/red]")
         raise typer.Exit(2) from None
     runtime = Runtime()
     try:

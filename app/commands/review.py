@@ -453,10 +453,11 @@ def change_password(
 
 @users_app.command("list")
 def list_users(as_json: JsonOption = False) -> None:
-    """Accounts and their roles."""
-    from store import review_repo
+    """Accounts, their roles and routing fields, and each one's load (open items routed to them)."""
+    from store import review_repo, routing_repo
 
     with _session() as session:
+        loads = routing_repo.loads_by_user(session)
         users = [
             {
                 "name": user.name,
@@ -470,6 +471,7 @@ def list_users(as_json: JsonOption = False) -> None:
                 "email": user.email,
                 "crm_user_id": user.crm_user_id,
                 "away": user.away,
+                "open_items": loads.get(user.name, 0),
             }
             for user in review_repo.list_users(session)
         ]
@@ -477,4 +479,5 @@ def list_users(as_json: JsonOption = False) -> None:
         print(json.dumps(users))
         return
     for user in users:
-        print(f"{user['name']}\t{user['role']}\t{'active' if user['active'] else 'inactive'}")
+        state = "away" if user["away"] else "active" if user["active"] else "inactive"
+        print(f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open")
