@@ -160,7 +160,9 @@ def build_report(
     data.by_intent = _slices(facts, now, lambda fact: fact.intent)
     data.by_queue = _slices(facts, now, lambda fact: fact.queue)
     data.by_owner = _slices(facts, now, owner_of)
-    data.by_team = _slices(facts, now, lambda fact: fact.team or "(no team)")
+    data.by_team = _slices(
+        facts, now, lambda fact: fact.team or (AUTOMATED if fact.lane == "automate" else "(no team)")
+    )
     data.at_risk = sla_repo.at_risk_timers(session, due_before=now + AT_RISK_HORIZON)
     lanes = sla_repo.lane_counts(session, since=since, until=until)
     data.enquiries = sum(lanes.values())
@@ -186,9 +188,16 @@ def touch_source_of(fact: sla_repo.TimerFact) -> str:
     return fact.touch_source or "unrecorded"
 
 
+UNASSIGNED = "(unassigned)"
+AUTOMATED = "(automated lane)"
+
+
 def owner_of(fact: sla_repo.TimerFact) -> str:
-    """Whom a timer is counted against: the item's owner, else whoever answered, else nobody yet."""
-    return fact.owner or fact.stopped_by or "(unassigned)"
+    """Whom a timer is counted against: the item's owner, else whoever answered, else the automated lane
+    (no review item: the lead went to the CRM without people), else nobody yet."""
+    if fact.owner or fact.stopped_by:
+        return str(fact.owner or fact.stopped_by)
+    return AUTOMATED if fact.lane == "automate" else UNASSIGNED
 
 
 def summary_figures(data: ReportData) -> dict[str, Any]:
@@ -206,7 +215,7 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         {"sdr": name, **row, "breach_rate": row["breached"] / row["timers"] if row["timers"] else 0.0}
         for name, row in per_sdr.items()
     ]
-    by_sdr.sort(key=lambda row: (row["sdr"] == "(unassigned)", -row["timers"], row["sdr"]))
+    by_sdr.sort(key=lambda row: (row["sdr"] in (UNASSIGNED, AUTOMATED), -row["timers"], row["sdr"]))
     return {
         "since": data.since.date().isoformat(),
         "until": data.until.date().isoformat(),

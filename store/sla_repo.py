@@ -365,6 +365,7 @@ class TimerFact:
     queue: str
     owner: str | None
     team: str | None = None  # the team owner routing chose (issue 12)
+    lane: str | None = None
 
 
 def first_response_facts(session: Session, *, since: datetime, until: datetime) -> list[TimerFact]:
@@ -387,6 +388,7 @@ def first_response_facts(session: Session, *, since: datetime, until: datetime) 
             # Whoever works the item, else whom routing gave it to.
             sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner).label("owner"),
             ReviewItem.team.label("team"),
+            Enquiry.lane.label("lane"),
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .outerjoin(ReviewItem, ReviewItem.enquiry_id == SlaTimer.enquiry_id)
