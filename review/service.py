@@ -329,7 +329,10 @@ def reassign(
         reason = "released to the queue"
     else:
         review_repo.set_item_state(session, item, status="claimed", claimed_by=to_user, claimed_at=now)
-        reason = f"reassigned to {to_user}"
+        # The owner moves too, so both people's open-item counts (routing's loads) re-balance at once.
+        previous = item.owner
+        item.owner, item.assigned_at = to_user, now
+        reason = f"reassigned to {to_user}" + (f" (owner was {previous})" if previous else "")
     _audit(session, enquiry, actor=user, kind="reassign", now=now, reasons=[reason])
 
 
