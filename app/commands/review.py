@@ -117,7 +117,7 @@ def list_items(
         print(json.dumps({"total": page.total, "items": [entry.as_dict() for entry in page.entries]}))
         return
     table = SafeTable(title=f"{page.total} open")
-    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by", "owner", "lang"):
+    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "owner"):
         table.add_column(column)
     for entry in page.entries:
         left = service.format_time_left(entry.seconds_left)
@@ -129,9 +129,8 @@ def list_items(
             entry.intent,
             entry.queue,
             entry.lane,
-            entry.claimed_by or "",
-            entry.owner or "",
-            entry.language or "",
+            # Who works it now, else whom routing gave it to (--json has both, and the language).
+            entry.claimed_by or entry.owner or "",
         )
     Console(markup=True, highlight=False).print(table)
 
