@@ -265,6 +265,8 @@ def source_metrics(session: Session, _now: datetime) -> list[Metric]:
     return [errors, failing, last_success, last_attempt]
 
 
+from app.owner_metrics import owner_metrics  # noqa: E402 - beside the table it joins
+
 COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("volumes", volume_metrics),
     ("review", review_metrics),
@@ -274,6 +276,7 @@ COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("drift", drift_metrics),
     ("stages", stage_metrics),
     ("sources", source_metrics),
+    ("owners", owner_metrics),  # by owner and team (app/owner_metrics.py)
 )
 
 

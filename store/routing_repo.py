@@ -129,3 +129,26 @@ def loads_by_user(session: Session) -> dict[str, int]:
         .group_by(ReviewItem.owner)
     )
     return {str(owner): int(count) for owner, count in rows}
+
+
+def open_items_by_owner_team(session: Session) -> list[tuple[str, str, int]]:
+    """(owner, team, open and claimed items) for /metrics; owner and team '' when none (index-backed)."""
+    rows = session.execute(
+        sa.select(ReviewItem.owner, ReviewItem.team, sa.func.count())
+        .where(ReviewItem.status.in_(OPEN_STATUSES))
+        .group_by(ReviewItem.owner, ReviewItem.team)
+    )
+    return [(str(owner or ""), str(team or ""), int(count)) for owner, team, count in rows]
+
+
+def breached_by_owner_team(session: Session) -> list[tuple[str, str, int]]:
+    """(owner, team, breached first-response timers) for /metrics."""
+    from store.tables import SlaTimer
+
+    rows = session.execute(
+        sa.select(sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner), ReviewItem.team, sa.func.count())
+        .join(SlaTimer, SlaTimer.enquiry_id == ReviewItem.enquiry_id)
+        .where(SlaTimer.kind == "first_response", SlaTimer.status == "breached")
+        .group_by(sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner), ReviewItem.team)
+    )
+    return [(str(owner or ""), str(team or ""), int(count)) for owner, team, count in rows]

@@ -209,3 +209,15 @@ def test_accounts_import_updates_a_changed_account(
         account = session.scalars(sa.select(CrmAccount)).one()
         assert (account.domain, account.arr, account.owner) == ("bigco.example", 2000, "ana")
         assert session.scalar(sa.select(sa.func.count()).select_from(CrmContact)) == 0
+
+
+def test_metrics_break_down_by_owner_and_team(cli_env: str, session_factory: sessionmaker[Session]) -> None:
+    from app.owner_metrics import owner_metrics
+
+    add_user("ana", "--teams", "sales")
+    store(session_factory, Channel.FORM, pricing_forms(3))
+    run_pipeline()
+    with session_factory() as session:
+        families = {family.name: family for family in owner_metrics(session, T0)}
+    samples = [(s.labels["owner"], s.labels["team"], s.value) for s in families["triage_review_open_by_owner"].samples]
+    assert samples == [("ana", "sales", 3)]
