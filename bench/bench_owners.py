@@ -47,11 +47,29 @@ def local_crm(n: int, tmp: Path) -> dict[str, object]:
         | {json.loads(line)["email"].split("@", 1)[1] for line in jsonl_path.read_text().splitlines()}
     )
     accounts = tmp / "accounts.csv"
-    rows = [f"{d},Account {i},{(i % 7) * 20000},{'ana' if i % 2 else ''},customer,3" for i, d in enumerate(domains)]
+    rows = [
+        f"{d},Account {i},{(i % 7) * 20000},{'ana' if i % 2 else ''},customer,3"
+        for i, d in enumerate(domains)
+    ]
     accounts.write_text("domain,name,arr,owner,status,contacts\n" + "\n".join(rows) + "\n")
     for name, capacity in (("ana", 100_000), ("ben", 100_000), ("cy", 100_000)):
-        run_peak([*TRIAGE, "users", "add", name, "--role", "sdr", "--teams", "sales,support,partnerships",
-                  "--capacity", str(capacity), "--password", "bench-password-123"], env)
+        run_peak(
+            [
+                *TRIAGE,
+                "users",
+                "add",
+                name,
+                "--role",
+                "sdr",
+                "--teams",
+                "sales,support,partnerships",
+                "--capacity",
+                str(capacity),
+                "--password",
+                "bench-password-123",
+            ],
+            env,
+        )
     run_peak([*TRIAGE, "crm", "accounts", "import", str(accounts), "--json"], env)
     steps = {}
     for name, command in (
@@ -88,13 +106,24 @@ def salesforce_round_trips(senders: int = 500) -> dict[str, object]:
 
     with SalesforceDouble() as sf:
         for n in range(senders // 2):
-            account = sf.add_record("Account", Name=f"Co {n}", Domain__c=f"co{n}.example", OwnerId="005A",
-                                    AnnualRevenue=n * 1000, Type="Customer - Direct", CreatedDate="2020")
+            account = sf.add_record(
+                "Account",
+                Name=f"Co {n}",
+                Domain__c=f"co{n}.example",
+                OwnerId="005A",
+                AnnualRevenue=n * 1000,
+                Type="Customer - Direct",
+                CreatedDate="2020",
+            )
             if n % 5 == 0:
                 sf.add_record("Contact", LastName=f"C{n}", Email=f"buyer{n}@co{n}.example", AccountId=account)
         for n in range(0, senders, 10):
-            sf.add_record("Lead", LastName=f"L{n}", Company="Leadco", Email=f"lead{n}@leads.example", OwnerId="005L")
-        crm = SalesforceCrm(sf.settings(), CrmSettings(), load_mapping(default_mapping_path(ROOT / "config" / "defaults")))
+            sf.add_record(
+                "Lead", LastName=f"L{n}", Company="Leadco", Email=f"lead{n}@leads.example", OwnerId="005L"
+            )
+        crm = SalesforceCrm(
+            sf.settings(), CrmSettings(), load_mapping(default_mapping_path(ROOT / "config" / "defaults"))
+        )
         directory = SalesforceAccountDirectory(crm, AccountSettings(), lambda domain: domain == "gmail.com")
         directory.lookup(["warm@up.example"])  # the login
         emails = [f"buyer{n}@co{n % (senders // 2)}.example" for n in range(senders - senders // 10)]
@@ -115,7 +144,9 @@ def language_memory() -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=2_000, help="enquiries for the local-CRM run")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -127,9 +158,14 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     local, sf = result["local_crm"], result["salesforce"]
-    print(f"local CRM, {args.n} enquiries: matching {local['accounts_seconds']} s + routing "  # type: ignore[index]
-          f"{local['routing_seconds']} s = {local['overhead_of_end_to_end']:.1%} of end to end")  # type: ignore[index]
-    print(f"Salesforce double: {sf['senders']} senders, {sf['matched']} matched in {sf['round_trips']} round trips")  # type: ignore[index]
+    print(
+        f"local CRM, {args.n} enquiries: matching {local['accounts_seconds']} s + routing "  # type: ignore[index]
+        f"{local['routing_seconds']} s = {local['overhead_of_end_to_end']:.1%} of end to end"
+    )  # type: ignore[index]
+    print(
+        f"Salesforce double: {sf['senders']} senders, {sf['matched']} matched "
+        f"in {sf['round_trips']} round trips"
+    )  # type: ignore[index]
     print(f"language detector: +{result['language']['detector_peak_rss_added_mb']} MB peak RSS")  # type: ignore[index]
 
 

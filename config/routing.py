@@ -81,7 +81,9 @@ class RoutingPolicy(_Strict):
         if self.default_team not in self.teams:
             raise ValueError(f"default_team {self.default_team!r} is not one of teams: {sorted(self.teams)}")
         if self.fallback_pool not in self.pools:
-            raise ValueError(f"fallback_pool {self.fallback_pool!r} is not one of pools: {sorted(self.pools)}")
+            raise ValueError(
+                f"fallback_pool {self.fallback_pool!r} is not one of pools: {sorted(self.pools)}"
+            )
         for index, rule in enumerate(self.rules):
             if rule.team not in self.teams:
                 raise ValueError(f"rules.{index} ({rule.name}) names team {rule.team!r}, not one of teams")

@@ -69,9 +69,7 @@ def decide(
         if arr is not None and arr >= policy.lanes.arr_review_threshold_usd:
             lane = _towards_people(lane, Lane.HYBRID)
             what = "the CRM account's ARR" if enrichment.arr_source == "crm" else "estimated ARR"
-            reasons.append(
-                f"{what} {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}"
-            )
+            reasons.append(f"{what} {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}")
     if paused_reason is not None:
         lane = _towards_people(lane, Lane(policy.lanes.paused_lane))
         reasons.append(f"automation paused: {paused_reason}")

@@ -39,7 +39,9 @@ class AccountMatcher:
         except Exception as error:  # whatever the CRM does, intake goes on
             self.lookups_failed += 1
             log.warning("%s (%s): %s", UNAVAILABLE, self.directory.name, error.__class__.__name__)
-            notes = [[f"{UNAVAILABLE} ({self.directory.name}): bundled firmographics used"] for _ in enquiries]
+            notes = [
+                [f"{UNAVAILABLE} ({self.directory.name}): bundled firmographics used"] for _ in enquiries
+            ]
             return list(enrichments), notes
         owners = routing_repo.user_names_by_crm_id(
             session, {m.owner_crm_id for m in matches.values() if m.owner_crm_id}

@@ -214,7 +214,9 @@ def _worked_already(session: Session) -> bool:
 
     from store.tables import DecisionRow
 
-    return session.scalar(sa.select(DecisionRow.id).where(DecisionRow.actor.in_(DEMO_SDRS)).limit(1)) is not None
+    return (
+        session.scalar(sa.select(DecisionRow.id).where(DecisionRow.actor.in_(DEMO_SDRS)).limit(1)) is not None
+    )
 
 
 def _work(session: Session, day: WorkedDay, now: datetime, *, queue_of: dict[str, str]) -> None:

@@ -105,7 +105,9 @@ class Router:
         if self.policy.account_owner_first and request.account_owner:
             if owner is not None and owner.name != exclude and self._free(owner, state):
                 return self._give(
-                    owner, owner.teams[0] if owner.teams else team, state,
+                    owner,
+                    owner.teams[0] if owner.teams else team,
+                    state,
                     f"account owner of {request.account or 'the account'}",
                 )
             why = "unknown or inactive" if owner is None else "away" if owner.away else "at capacity"
@@ -114,14 +116,22 @@ class Router:
             skipped = ""
         hours = self.policy.teams[team].working_hours
         candidates = [
-            m for m in state.members.values() if team in m.teams and m.name != exclude and self._free(m, state)
+            m
+            for m in state.members.values()
+            if team in m.teams and m.name != exclude and self._free(m, state)
         ]
         by_rule = f"rule {rule.name!r}" if rule is not None else "default team"
         working = [m for m in candidates if working_now(m, hours, now)]
         if working:
             strategy = self.policy.teams[team].strategy
-            chosen = self._round_robin(team, working, state) if strategy == "round_robin" else _least(working, state)
-            return self._give(chosen, team, state, f"{skipped}team {team} ({by_rule}), {strategy.replace('_', ' ')}")
+            chosen = (
+                self._round_robin(team, working, state)
+                if strategy == "round_robin"
+                else _least(working, state)
+            )
+            return self._give(
+                chosen, team, state, f"{skipped}team {team} ({by_rule}), {strategy.replace('_', ' ')}"
+            )
         pool_name = self.policy.fallback_pool
         pool = self.policy.pools[pool_name]
         named = set(pool.members)
@@ -134,18 +144,24 @@ class Router:
         pooled = [m for m in in_pool if working_now(m, pool.working_hours, now)]
         if pooled:
             return self._give(
-                _least(pooled, state), team, state,
+                _least(pooled, state),
+                team,
+                state,
                 f"{skipped}team {team} ({by_rule}): {why}; fallback pool {pool_name}, least loaded",
             )
         anyone = candidates or in_pool
         if anyone:
             return self._give(
-                _least(anyone, state), team, state,
+                _least(anyone, state),
+                team,
+                state,
                 f"{skipped}team {team} and pool {pool_name}: nobody working now; least loaded under capacity",
             )
         return Assignment(
-            None, pool_name, f"{skipped}team {team} and pool {pool_name}: everyone away or at capacity; "
-            f"held in pool {pool_name} until someone is free"
+            None,
+            pool_name,
+            f"{skipped}team {team} and pool {pool_name}: everyone away or at capacity; "
+            f"held in pool {pool_name} until someone is free",
         )
 
     def _free(self, member: Member, state: _State) -> bool:
@@ -155,7 +171,9 @@ class Router:
         state.loads[member.name] = state.loads.get(member.name, 0) + 1
         load = state.loads[member.name]
         return Assignment(
-            member.name, team, f"assigned to {member.name}: {reason} ({load}/{member.capacity} open)",
+            member.name,
+            team,
+            f"assigned to {member.name}: {reason} ({load}/{member.capacity} open)",
             crm_user_id=member.crm_user_id,
         )
 
@@ -180,7 +198,9 @@ def _rotation(members: list[Member]) -> list[str]:
 
 
 def _least(members: list[Member], state: _State) -> Member:
-    return min(members, key=lambda m: (state.loads.get(m.name, 0) / m.weight, state.loads.get(m.name, 0), m.name))
+    return min(
+        members, key=lambda m: (state.loads.get(m.name, 0) / m.weight, state.loads.get(m.name, 0), m.name)
+    )
 
 
 def _matches(rule: Rule, request: RouteRequest) -> bool:

@@ -28,8 +28,8 @@ from models.artifact import artifact_with_status
 from models.records import Channel
 from pipeline.accounts import AccountMatcher
 from pipeline.process import PipelineContext
-from pipeline.routing import Router
 from pipeline.replies import AutoReplier
+from pipeline.routing import Router
 from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
 from store import sla_repo

@@ -32,9 +32,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
-from review import assignment
 from models.errors import ConfigError
-from review import auth, service
+from review import assignment, auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
 from review.display import jinja_finalize
 from store import flags, review_repo

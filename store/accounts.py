@@ -51,7 +51,8 @@ def import_accounts(session: Session, accounts: Sequence[AccountIn], *, now: dat
     counts = ImportCounts()
     domains = [account.domain for account in accounts]
     existing = {
-        row.domain: row for row in session.scalars(sa.select(CrmAccount).where(CrmAccount.domain.in_(domains)))
+        row.domain: row
+        for row in session.scalars(sa.select(CrmAccount).where(CrmAccount.domain.in_(domains)))
     }
     for account in accounts:
         row = existing.get(account.domain)

@@ -89,7 +89,9 @@ def lock_cursors(session: Session, teams: Sequence[str], *, now: datetime) -> di
         [{"team": team, "position": -1, "updated_at": now} for team in teams],
         conflict=["team"],
     )
-    statement = sa.select(RoutingCursor.team, RoutingCursor.position).where(RoutingCursor.team.in_(list(teams)))
+    statement = sa.select(RoutingCursor.team, RoutingCursor.position).where(
+        RoutingCursor.team.in_(list(teams))
+    )
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.order_by(RoutingCursor.team).with_for_update()
     return {str(team): int(position) for team, position in session.execute(statement)}
@@ -113,9 +115,7 @@ def user_names_by_crm_id(session: Session, crm_ids: Iterable[str]) -> dict[str, 
     return {str(crm_id): str(name) for crm_id, name in rows}
 
 
-def set_owner(
-    session: Session, item_id: int, *, owner: str | None, team: str | None, now: datetime
-) -> None:
+def set_owner(session: Session, item_id: int, *, owner: str | None, team: str | None, now: datetime) -> None:
     session.execute(
         sa.update(ReviewItem).where(ReviewItem.id == item_id).values(owner=owner, team=team, assigned_at=now)
     )

@@ -134,7 +134,9 @@ def read_accounts_csv(path: Path) -> list[account_store.AccountIn]:
                 )
                 bad = [email for email in emails if "@" not in email]
                 if bad:
-                    raise ConfigError(f"{path}:{line}: contacts {bad[0]!r} is neither a number nor an address")
+                    raise ConfigError(
+                        f"{path}:{line}: contacts {bad[0]!r} is neither a number nor an address"
+                    )
                 count = len(emails)
             accounts[domain] = account_store.AccountIn(
                 domain=domain,
@@ -216,7 +218,9 @@ class SalesforceAccountDirectory:
 
     name = "salesforce"
 
-    def __init__(self, crm: SalesforceCrm, settings: AccountSettings, free_mail: Callable[[str], bool]) -> None:
+    def __init__(
+        self, crm: SalesforceCrm, settings: AccountSettings, free_mail: Callable[[str], bool]
+    ) -> None:
         self._crm = crm
         self._settings = settings
         self._free_mail = free_mail
@@ -224,7 +228,11 @@ class SalesforceAccountDirectory:
 
     def _account_fields(self) -> list[str]:
         s = self._settings
-        return list(dict.fromkeys(["Id", "Name", s.domain_field, s.arr_field, s.owner_field, s.status_field, "CreatedDate"]))
+        return list(
+            dict.fromkeys(
+                ["Id", "Name", s.domain_field, s.arr_field, s.owner_field, s.status_field, "CreatedDate"]
+            )
+        )
 
     def lookup(self, emails: Sequence[str]) -> dict[str, AccountMatch]:
         wanted = list(dict.fromkeys(email.lower() for email in emails if "@" in email))
@@ -255,7 +263,9 @@ class SalesforceAccountDirectory:
         domains = {
             email: domain
             for email in wanted
-            if email not in found and (domain := sender_domain(email)) is not None and not self._free_mail(domain)
+            if email not in found
+            and (domain := sender_domain(email)) is not None
+            and not self._free_mail(domain)
         }
         if domains:
             field = self._settings.domain_field

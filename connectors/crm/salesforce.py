@@ -592,7 +592,6 @@ class SalesforceCrm:
         unprocessed = _Outcome(False, error="not processed by the Bulk API job", retriable=True)
         return [by_key.get(str(record[field]), unprocessed) for record in records]
 
-
     # -- reads for account matching (connectors/crm/accounts.py) -------------------------------------
     def describe(self, sobject: str) -> dict[str, Any]:
         """The object's describe (its fields and their attributes)."""
@@ -620,6 +619,7 @@ class SalesforceCrm:
                 raise FatalError(f"Salesforce refused a lookup query: {message}")
             results.append(cast(dict[str, Any], item.get("result") or {}))
         return results
+
 
 # -- helpers -------------------------------------------------------------------------------------------
 def _result(key: str, outcome: _Outcome) -> WriteResult:

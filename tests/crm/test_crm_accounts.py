@@ -95,7 +95,9 @@ def test_five_hundred_senders_take_at_most_three_round_trips(
 ) -> None:
     org(sf_double)
     for n in range(200):
-        sf_double.add_record("Account", Name=f"Co {n}", Domain__c=f"co{n}.example", OwnerId="005", CreatedDate="2020")
+        sf_double.add_record(
+            "Account", Name=f"Co {n}", Domain__c=f"co{n}.example", OwnerId="005", CreatedDate="2020"
+        )
     emails = [f"someone.with.a.long.name{n}@co{n % 250}.example" for n in range(500)]
     lookups = directory(sf_double, mapping)
     lookups.lookup(["warm@up.example"])  # the login and first query, not counted below
@@ -106,7 +108,9 @@ def test_five_hundred_senders_take_at_most_three_round_trips(
     assert {match.rule for match in found.values()} == {"account_domain"}
 
 
-def test_cache_keeps_answers_and_misses_for_its_ttl(sf_double: SalesforceDouble, mapping: LeadMapping) -> None:
+def test_cache_keeps_answers_and_misses_for_its_ttl(
+    sf_double: SalesforceDouble, mapping: LeadMapping
+) -> None:
     org(sf_double)
     clock = StepClock()
     cached = CachedDirectory(directory(sf_double, mapping), ttl_seconds=600, clock=clock)

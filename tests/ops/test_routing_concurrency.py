@@ -46,10 +46,8 @@ def _route_worker(url: str, home: str, barrier: Any) -> dict[str, Any]:
 def test_two_workers_never_exceed_a_members_capacity(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'triage.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    sqlite_url = f"sqlite:///{tmp_path / 'triage.db'}"
+    url = sqlite_url if backend == "sqlite" else request.getfixturevalue("pg_url")
     engine = make_engine(url)
     Runtime(Settings(home=tmp_path / "home", database_url=url)).engine.dispose()  # migrated
     factory = make_session_factory(engine)
@@ -71,4 +69,3 @@ def test_two_workers_never_exceed_a_members_capacity(
     assert {name: owners[name] for name in CAPACITIES} == CAPACITIES  # everyone filled, nobody over
     assert owners[None] == RECORDS - sum(CAPACITIES.values())  # the rest wait in the pool
     engine.dispose()
-

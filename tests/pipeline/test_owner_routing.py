@@ -137,9 +137,7 @@ def test_capacities_2_2_50_fill_in_turn_and_leave_no_item_without_owner(
     assert {name: owners.count(name) for name in set(owners)} == {"ana": 2, "ben": 2, "cy": 26}
     # Least loaded: while under capacity nobody was skipped, so the first three went one each.
     with session_factory() as session:
-        first = list(
-            session.scalars(sa.select(ReviewItem.owner).order_by(ReviewItem.id).limit(3))
-        )
+        first = list(session.scalars(sa.select(ReviewItem.owner).order_by(ReviewItem.id).limit(3)))
     assert sorted(first) == ["ana", "ben", "cy"]
     users = {user["name"]: user for user in json.loads(cli("users", "list", "--json"))}
     assert (users["ana"]["open_items"], users["cy"]["open_items"]) == (2, 26)
@@ -182,7 +180,8 @@ def test_crm_outage_never_blocks_intake_and_says_so(
     assert summary.outcomes["enquiry"] == 2
     with session_factory() as session:
         reasons = [
-            row.reasons[0] for row in session.scalars(sa.select(DecisionRow).where(DecisionRow.kind == "triage"))
+            row.reasons[0]
+            for row in session.scalars(sa.select(DecisionRow).where(DecisionRow.kind == "triage"))
         ]
         assert all(reason.startswith("account lookup unavailable (local)") for reason in reasons)
         assert set(session.scalars(sa.select(ReviewItem.owner))) == {"ana"}
@@ -219,5 +218,8 @@ def test_metrics_break_down_by_owner_and_team(cli_env: str, session_factory: ses
     run_pipeline()
     with session_factory() as session:
         families = {family.name: family for family in owner_metrics(session, T0)}
-    samples = [(s.labels["owner"], s.labels["team"], s.value) for s in families["triage_review_open_by_owner"].samples]
+    samples = [
+        (s.labels["owner"], s.labels["team"], s.value)
+        for s in families["triage_review_open_by_owner"].samples
+    ]
     assert samples == [("ana", "sales", 3)]

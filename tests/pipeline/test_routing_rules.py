@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from config.routing import RoutingPolicy, load_routing
 from models.errors import ConfigError
-from pipeline.routing import RouteRequest, Router
+from pipeline.routing import Router, RouteRequest
 from review import auth
 from store import review_repo
 from store.tables import RoutingCursor

@@ -4,7 +4,6 @@ reassigning moves the counts, routing again picks someone else."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from review import assignment
 from store.tables import DecisionRow, ReviewItem, User
 from tests.review.review_builders import NOW, add_enquiry_with_item, add_users
 from tests.review.test_review_http import login
-from tests.review.test_review_http import settings as settings  # noqa: F401, PLC0414 - the fixture
+from tests.review.test_review_http import settings as settings
 
 
 @pytest.fixture
@@ -30,14 +29,16 @@ def items(session_factory: sessionmaker[Session]) -> dict[str, int]:
         ids = {}
         for name, due, owner in (("first", 10, "sue"), ("second", 20, None), ("third", 30, "sam")):
             item_id, _ = add_enquiry_with_item(session, subject=name, due_in_minutes=due)
-            session.execute(sa.update(ReviewItem).where(ReviewItem.id == item_id).values(owner=owner, team="sales"))
+            session.execute(
+                sa.update(ReviewItem).where(ReviewItem.id == item_id).values(owner=owner, team="sales")
+            )
             ids[name] = item_id
         session.commit()
     return ids
 
 
 @pytest.fixture
-def client(settings: Settings, items: dict[str, int]) -> Iterator[TestClient]:  # noqa: F811
+def client(settings: Settings, items: dict[str, int]) -> Iterator[TestClient]:
     app = create_app(settings)
     app.state.clock = lambda: NOW
     with TestClient(app) as test_client:
@@ -58,7 +59,10 @@ def test_sdr_sees_my_items_first_and_ops_lead_sees_loads(client: TestClient) -> 
     login(client, "olga")
     page = client.get("/review").text
     assert subjects(page) == ["first", "second", "third"]  # no owner first: soonest due first
-    assert 'id="loads"' in page and '<tr data-user="sue"><td>sue</td><td>sales</td><td class="num">1</td>' in page
+    assert (
+        'id="loads"' in page
+        and '<tr data-user="sue"><td>sue</td><td>sales</td><td class="num">1</td>' in page
+    )
 
 
 def test_reassign_moves_the_count_and_reroute_picks_someone_else(
@@ -66,20 +70,21 @@ def test_reassign_moves_the_count_and_reroute_picks_someone_else(
 ) -> None:
     token = login(client, "olga")
     response = client.post(
-        f"/review/items/{items['first']}/reassign", data={"to_user": "sam", "csrf_token": token},
+        f"/review/items/{items['first']}/reassign",
+        data={"to_user": "sam", "csrf_token": token},
         follow_redirects=False,
     )
     assert response.status_code == 303
     with session_factory() as session:
         counts = {load.name: load.open_items for load in assignment.loads(session)}
     assert counts == {"sam": 2, "sue": 0}
-    response = client.post(f"/review/items/{items['first']}/reroute", data={"csrf_token": token}, follow_redirects=False)
+    response = client.post(
+        f"/review/items/{items['first']}/reroute", data={"csrf_token": token}, follow_redirects=False
+    )
     assert response.status_code == 303
     with session_factory() as session:
         assert session.get(ReviewItem, items["first"]).owner == "sue"  # type: ignore[union-attr]
-        reason = session.scalars(
-            sa.select(DecisionRow.reasons).where(DecisionRow.task == "reroute")
-        ).one()
+        reason = session.scalars(sa.select(DecisionRow.reasons).where(DecisionRow.task == "reroute")).one()
         assert reason[0].startswith("routed again by olga (was sam): assigned to sue")
         counts = {load.name: load.open_items for load in assignment.loads(session)}
     assert counts == {"sam": 1, "sue": 1}
@@ -87,7 +92,7 @@ def test_reassign_moves_the_count_and_reroute_picks_someone_else(
 
 def test_an_sdr_cannot_reroute(client: TestClient, items: dict[str, int]) -> None:
     token = login(client, "sam")
-    response = client.post(f"/review/items/{items['second']}/reroute", data={"csrf_token": token}, follow_redirects=False)
+    response = client.post(
+        f"/review/items/{items['second']}/reroute", data={"csrf_token": token}, follow_redirects=False
+    )
     assert response.status_code == 403
-
-

@@ -632,8 +632,11 @@ class SalesforceDouble:
         if "." not in name:
             return name in self._object(sobject)
         relation, rest = name.split(".", 1)
-        return f"{relation}Id" in self._object(sobject) and relation in self.objects and "." not in rest and (
-            rest in self.objects[relation]
+        return (
+            f"{relation}Id" in self._object(sobject)
+            and relation in self.objects
+            and "." not in rest
+            and (rest in self.objects[relation])
         )
 
     def _record(self, sobject: str, row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
