@@ -133,6 +133,7 @@ def demo(
             "Training the starter model (bundled data, a starter to replace with your own history)..."
         )
     jobs.ensure_starter_model(runtime)
+    demo_day.prepare_team(runtime)  # SDRs and accounts first, so the demo's leads get owners
     for name, channel in demo_day.DEMO_FILES:
         with progress_bar(f"import {name}", None, not as_json) as advance:
             demo_day.import_sample(runtime, name, channel, on_batch=advance)

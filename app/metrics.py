@@ -300,6 +300,8 @@ def reply_metrics(session: Session, _now: datetime) -> list[Metric]:
     return [outbox, acks, touches]
 
 
+from app.owner_metrics import owner_metrics  # noqa: E402 - beside the table it joins
+
 COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("volumes", volume_metrics),
     ("review", review_metrics),
@@ -310,6 +312,7 @@ COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("stages", stage_metrics),
     ("sources", source_metrics),
     ("replies", reply_metrics),
+    ("owners", owner_metrics),  # by owner and team (app/owner_metrics.py)
 )
 
 

@@ -52,6 +52,28 @@ def secret_strength_problem(value: str) -> str | None:
     return None
 
 
+class AccountSettings(BaseModel):
+    """Lead-to-account matching (connectors/crm/accounts.py): which CRM fields hold what, the cache."""
+
+    enabled: bool = Field(default=True, description="Look senders up in the CRM's accounts and contacts.")
+    domain_field: str = Field(
+        default="Domain__c",
+        description="Account field with the normalised domain: indexed (an External ID), not Website.",
+    )
+    arr_field: str = Field(default="AnnualRevenue", description="Account field with the real ARR.")
+    owner_field: str = Field(default="OwnerId", description="Account field with the owner's CRM user id.")
+    status_field: str = Field(default="Type", description="Account field that says whether it is a customer.")
+    customer_statuses: list[str] = Field(
+        default_factory=lambda: ["customer", "Customer - Direct", "Customer - Channel"],
+        description="Values of the status field (any case) that mark an existing customer.",
+    )
+    tiebreakers: list[Literal["most_contacts", "oldest"]] = Field(
+        default_factory=lambda: ["most_contacts", "oldest"],
+        description="How one account is chosen when several share the sender's domain.",
+    )
+    cache_seconds: float = Field(default=900.0, ge=0, description="How long a lookup (or a miss) is kept.")
+
+
 class CrmSettings(BaseModel):
     """Which CRM receives leads, and how the outbox drains."""
 
@@ -75,6 +97,7 @@ class CrmSettings(BaseModel):
         default=60.0, gt=0, description="Notify the ops lead once the CRM has been unavailable this long."
     )
     backoff_seconds: float = Field(default=30.0, gt=0, description="First retry delay; doubles per attempt.")
+    accounts: AccountSettings = Field(default_factory=AccountSettings)
 
 
 class SalesforceSettings(BaseModel):

@@ -68,9 +68,8 @@ def decide(
         arr = enrichment.arr_estimate
         if arr is not None and arr >= policy.lanes.arr_review_threshold_usd:
             lane = _towards_people(lane, Lane.HYBRID)
-            reasons.append(
-                f"estimated ARR {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}"
-            )
+            what = "the CRM account's ARR" if enrichment.arr_source == "crm" else "estimated ARR"
+            reasons.append(f"{what} {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}")
     if paused_reason is not None:
         lane = _towards_people(lane, Lane(policy.lanes.paused_lane))
         reasons.append(f"automation paused: {paused_reason}")

@@ -83,6 +83,17 @@ class Enrichment(BaseModel):
     employees: int | None
     arr_estimate: float | None = Field(description="Estimated annual recurring revenue of the deal, in USD.")
     segment: str = Field(description="smb | mid_market | enterprise | unknown")
+    country: str | None = None  # the bundled firmographics' country of the domain's company
+    language: str | None = Field(default=None, description="ISO 639-1 code of the text, when detected.")
+    # Set by account matching (pipeline/accounts.py) when the CRM knows the sender; None otherwise.
+    account: str | None = Field(default=None, description="The CRM account's name.")
+    account_id: str | None = None
+    account_match: str | None = Field(
+        default=None, description="Which rule matched: contact_email | lead_email | account_domain."
+    )
+    account_owner: str | None = Field(default=None, description="The account owner's user name.")
+    customer: bool = False
+    arr_source: str = Field(default="estimate", description="estimate | crm: where arr_estimate came from.")
 
 
 class Prediction(BaseModel):

@@ -52,6 +52,13 @@ SAMPLE_REACH = timedelta(days=14)
 LATEST_ARRIVAL = timedelta(minutes=1)  # a moved record arrives at least this long before `now`
 
 DEMO_SDRS = ("maya", "leo")
+# What owner routing needs of the demo's SDRs (teams, capacity, time zone): added before the intake
+# pass, with the accounts of app/demo_data/accounts.csv, so the demo's enquiries get owners.
+DEMO_TEAM: dict[str, tuple[str, int, str]] = {
+    "maya": ("sales,partnerships", 200, "Europe/London"),
+    "leo": ("sales,support", 200, "America/New_York"),
+}
+DEMO_ACCOUNTS = DEMO_DATA / "accounts.csv"
 REPLY_TEXT = (
     "Thanks for getting in touch. I have your message and I am on it: you will hear from me with the "
     "details today. If anything changes in the meantime, just reply to this message."
@@ -165,24 +172,51 @@ def work_the_day(runtime: Runtime) -> WorkedDay:
     notifier = build_notifier(notify_settings_from(runtime.settings))
     day.watch = watch_pass(runtime.factory, runtime.sla_policies, notifier, now=now).as_dict()
     with transaction(runtime.factory) as session:
-        if not _add_sdrs(session, now):
+        _add_sdrs(session, now)
+        if _worked_already(session):
             return day  # this workspace's day was worked already
         _work(session, day, now, queue_of={k: v.queue for k, v in runtime.policy.taxonomy.intents.items()})
     return day
 
 
+def prepare_team(runtime: Runtime) -> None:
+    """Before the intake pass: the demo's SDRs (with teams and capacity) and a few accounts of the
+    sample's senders in the local CRM, so enquiries are matched and routed. Idempotent."""
+    from connectors.crm.accounts import read_accounts_csv
+    from store import accounts as account_store
+
+    now = runtime.clock()
+    with transaction(runtime.factory) as session:
+        _add_sdrs(session, now)
+        account_store.import_accounts(session, read_accounts_csv(DEMO_ACCOUNTS), now=now)
+
+
 def _add_sdrs(session: Session, now: datetime) -> bool:
-    """Create the demo's SDRs with passwords nobody knows (`triage users passwd` sets one to log in)."""
+    """Create the demo's SDRs with passwords nobody knows (`triage users passwd` sets one to log in);
+    False when they exist already."""
     from review.auth import hash_password
     from store import review_repo
 
     if any(review_repo.get_user(session, name) is not None for name in DEMO_SDRS):
         return False
     for name in DEMO_SDRS:
-        review_repo.add_user(
+        user = review_repo.add_user(
             session, name=name, role="sdr", password_hash=hash_password(secrets.token_urlsafe(24)), now=now
         )
+        user.teams, user.capacity, user.timezone = DEMO_TEAM[name]
+    session.flush()
     return True
+
+
+def _worked_already(session: Session) -> bool:
+    """Whether the scripted SDRs' day is in the audit trail already."""
+    import sqlalchemy as sa
+
+    from store.tables import DecisionRow
+
+    return (
+        session.scalar(sa.select(DecisionRow.id).where(DecisionRow.actor.in_(DEMO_SDRS)).limit(1)) is not None
+    )
 
 
 def _work(session: Session, day: WorkedDay, now: datetime, *, queue_of: dict[str, str]) -> None:

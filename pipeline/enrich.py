@@ -5,6 +5,7 @@ from __future__ import annotations
 from config.policy import LanePolicy
 from connectors.enrichment import Firmographics, sender_domain
 from models.records import EnquiryIn, Enrichment
+from pipeline.language import detect_language
 
 
 def segment_for(employees: int | None, policy: LanePolicy) -> str:
@@ -18,7 +19,9 @@ def segment_for(employees: int | None, policy: LanePolicy) -> str:
 
 
 def enrich(enquiry: EnquiryIn, firmographics: Firmographics, policy: LanePolicy) -> Enrichment:
-    """Firmographics by domain and an ARR estimate (employees × the segment's ARR per employee)."""
+    """Firmographics by domain, an ARR estimate (employees × the segment's ARR per employee) and the
+    text's language. Account matching (pipeline/accounts.py) may later replace the estimate."""
+    language = detect_language(f"{enquiry.subject}\n{enquiry.body}")
     domain = sender_domain(enquiry.sender_email)
     if domain is None:
         return Enrichment(
@@ -29,6 +32,7 @@ def enrich(enquiry: EnquiryIn, firmographics: Firmographics, policy: LanePolicy)
             employees=None,
             arr_estimate=None,
             segment="unknown",
+            language=language,
         )
     free_mail = firmographics.is_free_mail(domain)
     company = None if free_mail else firmographics.company(domain)
@@ -45,4 +49,6 @@ def enrich(enquiry: EnquiryIn, firmographics: Firmographics, policy: LanePolicy)
         employees=employees,
         arr_estimate=arr,
         segment=segment,
+        country=company.country if company else None,
+        language=language,
     )

@@ -28,10 +28,12 @@ from config.policy import Policy
 from connectors.enrichment import Firmographics
 from models.lanes import decide
 from models.records import Channel, Decision, EnquiryIn, Enrichment, Lane, Prediction, RawStatus
+from pipeline.accounts import AccountMatcher
 from pipeline.gc_pauses import fewer_gc_pauses
 from pipeline.isolation import DEFAULT_BUDGET_SECONDS, WorkerPool, bisect, problem_text
 from pipeline.normalise import RawPayload, content_hash, enquiry_id_for, is_reply_subject, normalise_subject
 from pipeline.prepare import ModelSource, Prepared, Preparer, init_worker, prepare_in_worker
+from pipeline.routing import Assignment, Router, RouteRequest, assignment_audit_row
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
@@ -75,6 +77,8 @@ class PipelineContext:
     clock: Clock = utcnow  # stamps the batch: created_at, audit rows, when outbox writes fall due
     budget_seconds: float | None = DEFAULT_BUDGET_SECONDS  # wall-clock parse budget per record
     max_record_attempts: int = 3  # failed batches a record may cause before it is quarantined
+    accounts: AccountMatcher | None = None  # CRM account matching, one lookup per batch (issue 12)
+    router: Router | None = None  # owner routing of what goes to people (routing.yaml)
 
     def preparer(self) -> Preparer:
         return Preparer(
@@ -639,9 +643,14 @@ def _open_enquiries(
     session: Session, new: list[_NewEnquiry], context: PipelineContext, summary: ProcessSummary, now: datetime
 ) -> None:
     policy = context.policy
+    enrichments = [item.enrichment for item in new]
+    account_notes: list[list[str]] = [[] for _ in new]
+    if context.accounts is not None:
+        started = time.perf_counter()
+        enrichments, account_notes = context.accounts.apply(session, [i.enquiry for i in new], enrichments)
+        summary.stage_seconds["accounts"] += time.perf_counter() - started
     started = time.perf_counter()
     paused, paused_reason = flags.automation_paused(session)
-    enrichments = [item.enrichment for item in new]
     predictions = [item.prediction for item in new]
     decisions = [
         decide(
@@ -665,13 +674,11 @@ def _open_enquiries(
     enquiry_store.add_enquiries(session, enquiry_rows)
     for item in new:
         _set_status(item.raw, RawStatus.ENQUIRY, None, enquiry_id=item.enquiry_id)
-    enquiry_store.add_decisions(
-        session,
-        [
-            _audit_row(item.enquiry_id, decision, now, shifted_by=item.raw.time_shift_seconds)
-            for item, decision in zip(new, decisions, strict=True)
-        ],
-    )
+    triage_rows = [
+        _audit_row(item.enquiry_id, decision, now, shifted_by=item.raw.time_shift_seconds, notes=notes)
+        for item, decision, notes in zip(new, decisions, account_notes, strict=True)
+    ]
+    enquiry_store.add_decisions(session, triage_rows)
     summary.audit_rows += len(decisions)
     summary.outcomes[RawStatus.ENQUIRY.value] += len(new)
 
@@ -708,9 +715,19 @@ def _open_enquiries(
     )
     summary.timers_started += len(due)
 
+    routing_started = time.perf_counter()
+    assignments = _route(session, context, new, enquiry_rows, decisions, now)
+    summary.stage_seconds["routing"] += time.perf_counter() - routing_started
+    if assignments:
+        by_id = {row["enquiry_id"]: row for row in triage_rows}
+        enquiry_store.add_decisions(
+            session, [assignment_audit_row(by_id[key], a) for key, a in assignments.items()]
+        )
+        summary.audit_rows += len(assignments)
     review_rows: list[dict[str, Any]] = []
     outbox_rows: list[dict[str, Any]] = []
     for item, row, decision in zip(new, enquiry_rows, decisions, strict=True):
+        assigned = assignments.get(item.enquiry_id)
         summary.lanes[decision.lane.value] += 1
         to_people = decision.lane is not Lane.AUTOMATE
         if decision.intent in policy.lanes.no_lead_intents and not to_people:
@@ -725,6 +742,9 @@ def _open_enquiries(
                     "status": "open",
                     "due_at": due.get(item.enquiry_id),
                     "created_at": now,
+                    "owner": assigned.owner if assigned else None,
+                    "team": assigned.team if assigned else None,
+                    "assigned_at": now if assigned else None,
                 }
             )
         if decision.intent not in policy.lanes.no_lead_intents:
@@ -733,7 +753,7 @@ def _open_enquiries(
                     "idempotency_key": f"lead:{item.enquiry_id}",
                     "enquiry_id": item.enquiry_id,
                     "operation": "upsert_lead",
-                    "payload": lead_payload(row, item.enquiry, decision.policy_version),
+                    "payload": lead_payload(row, item.enquiry, decision.policy_version, assigned),
                 }
             )
             if to_people:
@@ -763,6 +783,34 @@ def _open_enquiries(
     summary.stage_seconds["persist"] += time.perf_counter() - started
 
 
+def _route(
+    session: Session,
+    context: PipelineContext,
+    new: list[_NewEnquiry],
+    rows: list[dict[str, Any]],
+    decisions: list[Decision],
+    now: datetime,
+) -> dict[str, Assignment]:
+    """Owners for the enquiries that go to people (pipeline/routing.py)."""
+    if context.router is None:
+        return {}
+    requests = [
+        RouteRequest(
+            enquiry_id=item.enquiry_id,
+            queue=decision.queue,
+            intent=decision.intent,
+            segment=row["enrichment"].get("segment") or "unknown",
+            country=row["enrichment"].get("country"),
+            language=row["enrichment"].get("language"),
+            account_owner=row["enrichment"].get("account_owner"),
+            account=row["enrichment"].get("account"),
+        )
+        for item, row, decision in zip(new, rows, decisions, strict=True)
+        if decision.lane is not Lane.AUTOMATE
+    ]
+    return context.router.route(session, requests, now=now)
+
+
 def _enquiry_row(
     item: _NewEnquiry, enrichment: Enrichment, prediction: Prediction, decision: Decision, now: datetime
 ) -> dict[str, Any]:
@@ -785,6 +833,7 @@ def _enquiry_row(
         "attributes": dict(e.attributes),
         "attachments": [a.model_dump() for a in e.attachments],
         "enrichment": enrichment.model_dump(),
+        "language": enrichment.language,
         "intent": decision.intent,
         "queue": decision.queue,
         "priority": decision.priority,
@@ -798,9 +847,14 @@ def _enquiry_row(
 
 
 def _audit_row(
-    enquiry_id: str, decision: Decision, now: datetime, *, shifted_by: int | None = None
+    enquiry_id: str,
+    decision: Decision,
+    now: datetime,
+    *,
+    shifted_by: int | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    reasons = list(decision.reasons)
+    reasons = [*notes, *decision.reasons]  # the account match first: the ARR reason below rests on it
     if shifted_by:  # only the bundled demo sample is ever shifted (pipeline/demo.py)
         reasons.append(f"demo sample: its dates were moved by {shifted_by / 86_400:+.2f} days to recent days")
     return {
@@ -820,8 +874,10 @@ def _audit_row(
     }
 
 
-def lead_payload(row: dict[str, Any], enquiry: EnquiryIn, policy_version: str) -> dict[str, Any]:
-    """The canonical lead (connectors.crm.base.LEAD_FIELDS) for an enquiry row."""
+def lead_payload(
+    row: dict[str, Any], enquiry: EnquiryIn, policy_version: str, assigned: Assignment | None = None
+) -> dict[str, Any]:
+    """The canonical lead (connectors.crm.base.LEAD_FIELDS) for an enquiry row, with its owner."""
     enrichment = row["enrichment"]
     first, _, last = (enquiry.sender_name or "").strip().rpartition(" ")
     return {
@@ -850,6 +906,8 @@ def lead_payload(row: dict[str, Any], enquiry: EnquiryIn, policy_version: str) -
         "policy_version": policy_version,
         "campaign": enquiry.attributes.get("utm_campaign"),
         "lead_source": enquiry.attributes.get("utm_source"),
+        "owner": assigned.owner if assigned else None,
+        "owner_crm_id": assigned.crm_user_id if assigned else None,
     }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import Policy, load_policy
+from config.routing import load_routing
 from config.settings import Settings
 from connectors.base import Source
 from connectors.crm.base import CrmBackend
@@ -25,8 +26,10 @@ from connectors.enrichment import bundled_firmographics
 from connectors.files import FileSource
 from models.artifact import artifact_with_status
 from models.records import Channel
+from pipeline.accounts import AccountMatcher
 from pipeline.process import PipelineContext
 from pipeline.replies import AutoReplier
+from pipeline.routing import Router
 from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
 from store import sla_repo
@@ -129,6 +132,23 @@ class Runtime:
 
         return AutoReplier(tasks, dict(load_templates(self.settings.policy_dir)), outbound, promise)
 
+    @cached_property
+    def account_matcher(self) -> AccountMatcher | None:
+        """Account matching for this run's batches (its cache lives as long as the runtime)."""
+        if not self.settings.crm.accounts.enabled:
+            return None
+        from connectors.crm.factory import make_account_directory
+
+        firmographics = bundled_firmographics()
+        directory = make_account_directory(
+            self.settings, self.factory, firmographics.is_free_mail, clock=self.clock
+        )
+        return AccountMatcher(directory)
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(load_routing(self.settings.policy_dir))
+
     def pipeline_context(self) -> PipelineContext:
         """The policies and the active (and shadow) model for one run; models load where they classify."""
         with self.factory() as session:
@@ -152,6 +172,8 @@ class Runtime:
             clock=self.clock,
             budget_seconds=self.settings.prepare_budget_seconds,
             max_record_attempts=self.settings.max_record_attempts,
+            accounts=self.account_matcher,
+            router=self.router,
         )
 
     def crm_backend(self) -> CrmBackend:

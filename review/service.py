@@ -74,6 +74,11 @@ class QueueEntry:
     intent: str
     priority: str
     confidence: float
+    owner: str | None = None
+    team: str | None = None
+    account: str | None = None
+    customer: bool = False
+    language: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready view (times as ISO 8601)."""
@@ -92,6 +97,11 @@ class QueueEntry:
             "intent": self.intent,
             "priority": self.priority,
             "confidence": round(self.confidence, 4),
+            "owner": self.owner,
+            "team": self.team,
+            "account": self.account,
+            "customer": self.customer,
+            "language": self.language,
         }
 
 
@@ -128,12 +138,23 @@ def list_queue(
     now: datetime,
     limit: int = 50,
     offset: int = 0,
+    owner_first: str | None = None,
+    owner: str | None = None,
 ) -> QueuePage:
-    """Open and claimed items ordered by SLA due time, each with the time left and a breached flag."""
+    """Open and claimed items ordered by SLA due time, each with the time left and a breached flag
+    (`owner_first`: that user's own items first, "My items")."""
     limit = max(1, min(limit, 500))
     offset = max(0, offset)
     rows, total = review_repo.queue_rows(
-        session, queue=queue, intent=intent, lane=lane, claimed_by=claimed_by, limit=limit, offset=offset
+        session,
+        queue=queue,
+        intent=intent,
+        lane=lane,
+        claimed_by=claimed_by,
+        limit=limit,
+        offset=offset,
+        owner_first=owner_first,
+        owner=owner,
     )
     entries = []
     for row in rows:
@@ -157,6 +178,11 @@ def list_queue(
                 intent=row.intent,
                 priority=row.priority,
                 confidence=row.confidence,
+                owner=row.owner,
+                team=row.team,
+                account=(row.enrichment or {}).get("account"),
+                customer=bool((row.enrichment or {}).get("customer")),
+                language=row.language,
             )
         )
     return QueuePage(entries=entries, total=total, limit=limit, offset=offset)
@@ -303,7 +329,10 @@ def reassign(
         reason = "released to the queue"
     else:
         review_repo.set_item_state(session, item, status="claimed", claimed_by=to_user, claimed_at=now)
-        reason = f"reassigned to {to_user}"
+        # The owner moves too, so both people's open-item counts (routing's loads) re-balance at once.
+        previous = item.owner
+        item.owner, item.assigned_at = to_user, now
+        reason = f"reassigned to {to_user}" + (f" (owner was {previous})" if previous else "")
     _audit(session, enquiry, actor=user, kind="reassign", now=now, reasons=[reason])
 
 

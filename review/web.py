@@ -33,7 +33,7 @@ from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
 from models.errors import ConfigError
-from review import auth, service
+from review import assignment, auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
 from review.display import jinja_finalize
 from store import flags, review_repo
@@ -229,6 +229,7 @@ def queue_page(
         now=_now(request),
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
+        owner_first=None if user.is_ops else user.name,  # an SDR sees "My items" first
     )
     query = {key: value for key, value in filters.items() if value}
     if mine:
@@ -245,6 +246,7 @@ def queue_page(
         "queues": service.QUEUES,
         "intents": service.allowed_intents(session),
         "lanes": service.LANES,
+        "loads": assignment.loads(session) if user.is_ops else [],  # the ops lead's load per SDR
     }
     return render(request, session, "queue.html", context, user=user)
 
@@ -353,6 +355,30 @@ def reassign_item(
 
     done = f"Reassigned to {target}." if target else "Released to the queue."
     return _run_action(request, session, item_id, action, done)
+
+
+@router.post("/review/items/{item_id}/reroute")
+def reroute_item(
+    request: Request,
+    item_id: ItemId,
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    """Route the item again by routing.yaml (someone other than its owner): the ops lead's re-balance."""
+    from config.routing import load_routing
+    from pipeline.routing import Router
+
+    settings: Settings = request.app.state.settings
+    try:
+        owner = assignment.reroute(
+            session, item_id, Router(load_routing(Path(settings.policy_dir))), by=user.name, now=_now(request)
+        )
+    except assignment.RerouteError as error:
+        flash(request, str(error), "error")
+        return _back_to_item(item_id)
+    session.commit()
+    flash(request, f"Routed again: now {owner}." if owner else "Routed again: held in the pool.")
+    return _back_to_item(item_id)
 
 
 def _reply_context(

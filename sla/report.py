@@ -76,6 +76,7 @@ class ReportData:
     by_intent: list[Slice] = field(default_factory=list)
     by_queue: list[Slice] = field(default_factory=list)
     by_owner: list[Slice] = field(default_factory=list)
+    by_team: list[Slice] = field(default_factory=list)
     at_risk: list[sla_repo.AtRiskTimer] = field(default_factory=list)
     enquiries: int = 0
     automated: int = 0
@@ -159,6 +160,9 @@ def build_report(
     data.by_intent = _slices(facts, now, lambda fact: fact.intent)
     data.by_queue = _slices(facts, now, lambda fact: fact.queue)
     data.by_owner = _slices(facts, now, owner_of)
+    data.by_team = _slices(
+        facts, now, lambda fact: fact.team or (AUTOMATED if fact.lane == "automate" else "(no team)")
+    )
     data.at_risk = sla_repo.at_risk_timers(session, due_before=now + AT_RISK_HORIZON)
     lanes = sla_repo.lane_counts(session, since=since, until=until)
     data.enquiries = sum(lanes.values())
@@ -184,9 +188,16 @@ def touch_source_of(fact: sla_repo.TimerFact) -> str:
     return fact.touch_source or "unrecorded"
 
 
+UNASSIGNED = "(unassigned)"
+AUTOMATED = "(automated lane)"
+
+
 def owner_of(fact: sla_repo.TimerFact) -> str:
-    """Whom a timer is counted against: the item's owner, else whoever answered, else nobody yet."""
-    return fact.owner or fact.stopped_by or "(unassigned)"
+    """Whom a timer is counted against: the item's owner, else whoever answered, else the automated lane
+    (no review item: the lead went to the CRM without people), else nobody yet."""
+    if fact.owner or fact.stopped_by:
+        return str(fact.owner or fact.stopped_by)
+    return AUTOMATED if fact.lane == "automate" else UNASSIGNED
 
 
 def summary_figures(data: ReportData) -> dict[str, Any]:
@@ -204,7 +215,7 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         {"sdr": name, **row, "breach_rate": row["breached"] / row["timers"] if row["timers"] else 0.0}
         for name, row in per_sdr.items()
     ]
-    by_sdr.sort(key=lambda row: (row["sdr"] == "(unassigned)", -row["timers"], row["sdr"]))
+    by_sdr.sort(key=lambda row: (row["sdr"] in (UNASSIGNED, AUTOMATED), -row["timers"], row["sdr"]))
     return {
         "since": data.since.date().isoformat(),
         "until": data.until.date().isoformat(),
@@ -228,6 +239,7 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         },
         "by_channel": [vars_of(item) for item in data.by_channel],
         "by_queue": [vars_of(item) for item in data.by_queue],
+        "by_team": [vars_of(item) for item in data.by_team],
     }
 
 
@@ -381,6 +393,7 @@ def render_html(data: ReportData) -> str:
         "intent": slice_chart(data.by_intent, label="intent"),
         "queue": slice_chart(data.by_queue, label="queue"),
         "owner": slice_chart(data.by_owner, label="SDR"),
+        "team": slice_chart(data.by_team, label="team"),
     }
     return template.render(
         data=data, charts=charts, horizon_hours=int(AT_RISK_HORIZON.total_seconds() // 3600)

@@ -46,6 +46,11 @@ class QueueRow:
     intent: str
     priority: str
     confidence: float
+    # Owner routing and enrichment (issue 12): defaults keep positional construction working.
+    owner: str | None = None
+    team: str | None = None
+    language: str | None = None
+    enrichment: dict[str, Any] | None = None
 
 
 def _filtered(
@@ -78,6 +83,8 @@ def queue_rows(
     claimed_by: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    owner_first: str | None = None,
+    owner: str | None = None,
 ) -> tuple[list[QueueRow], int]:
     """Open and claimed items, soonest due first (no due time last), and how many match in all.
 
@@ -85,10 +92,14 @@ def queue_rows(
     fetch the enquiry fields for just that page.
     """
     filters = {"queue": queue, "intent": intent, "lane": lane, "claimed_by": claimed_by}
+    # "My items" first for an SDR: the items routing gave them, then the rest, each soonest due first.
+    mine_first = [sa.case((ReviewItem.owner == owner_first, 0), else_=1)] if owner_first else []
+    owned = [ReviewItem.owner == owner] if owner else []
     page_ids = list(
         session.scalars(
             _filtered(sa.select(ReviewItem.id), **filters)
-            .order_by(ReviewItem.due_at.is_(None), ReviewItem.due_at, ReviewItem.id)
+            .where(*owned)
+            .order_by(*mine_first, ReviewItem.due_at.is_(None), ReviewItem.due_at, ReviewItem.id)
             .limit(limit)
             .offset(offset)
         )
@@ -108,6 +119,10 @@ def queue_rows(
         Enquiry.intent,
         Enquiry.priority,
         Enquiry.confidence,
+        ReviewItem.owner,
+        ReviewItem.team,
+        Enquiry.language,
+        Enquiry.enrichment,
     )
     by_id = {
         row[0]: QueueRow(*tuple(row))
@@ -118,7 +133,10 @@ def queue_rows(
         )
     }
     rows = [by_id[item_id] for item_id in page_ids if item_id in by_id]
-    total = session.scalar(_filtered(sa.select(sa.func.count()).select_from(ReviewItem), **filters)) or 0
+    total = (
+        session.scalar(_filtered(sa.select(sa.func.count()).select_from(ReviewItem), **filters).where(*owned))
+        or 0
+    )
     return rows, total
 
 

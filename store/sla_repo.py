@@ -394,6 +394,8 @@ class TimerFact:
     intent: str
     queue: str
     owner: str | None
+    team: str | None = None  # the team owner routing chose (issue 12)
+    lane: str | None = None
 
 
 def first_response_facts(session: Session, *, since: datetime, until: datetime) -> list[TimerFact]:
@@ -413,7 +415,10 @@ def first_response_facts(session: Session, *, since: datetime, until: datetime) 
             Enquiry.channel,
             Enquiry.intent,
             Enquiry.queue,
-            ReviewItem.claimed_by.label("owner"),
+            # Whoever works the item, else whom routing gave it to.
+            sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner).label("owner"),
+            ReviewItem.team.label("team"),
+            Enquiry.lane.label("lane"),
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .outerjoin(ReviewItem, ReviewItem.enquiry_id == SlaTimer.enquiry_id)
@@ -478,7 +483,7 @@ def at_risk_timers(session: Session, *, due_before: datetime, limit: int = 200) 
             Enquiry.queue,
             Enquiry.channel,
             Enquiry.subject,
-            ReviewItem.claimed_by,
+            sa.func.coalesce(ReviewItem.claimed_by, ReviewItem.owner),
         )
         .join(Enquiry, Enquiry.id == SlaTimer.enquiry_id)
         .outerjoin(ReviewItem, ReviewItem.enquiry_id == SlaTimer.enquiry_id)

@@ -183,6 +183,7 @@ class Enquiry(Base):
     created_at: Mapped[datetime]
     # Retention emptied the body (and kept what retraining reads, per retention.yaml) at this time.
     body_pruned_at: Mapped[datetime | None]
+    language: Mapped[str | None] = mapped_column(sa.String(8))  # ISO 639-1, detected (migration 0013)
 
 
 class EnquiryMessage(Base):
@@ -296,6 +297,7 @@ class ReviewItem(Base):
         sa.Index("ix_review_status_due", "status", "due_at"),
         sa.Index("ix_review_status_intent_due", "status", "intent", "due_at"),
         sa.Index("ix_review_status_queue", "status", "queue"),
+        sa.Index("ix_review_owner_status", "owner", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -311,6 +313,10 @@ class ReviewItem(Base):
     # The enquiry's intent, kept here so the queue filtered by intent needs no join (a correction
     # updates both).
     intent: Mapped[str | None] = mapped_column(sa.String(80))
+    # Whom owner routing gave it to, from which team (migration 0013); claimed_by is who works it now.
+    owner: Mapped[str | None] = mapped_column(sa.String(100))
+    team: Mapped[str | None] = mapped_column(sa.String(80))
+    assigned_at: Mapped[datetime | None]
 
 
 class Correction(Base):
@@ -519,3 +525,40 @@ class Erasure(Base):
     requested_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     counts: Mapped[dict[str, Any]]
+
+
+class CrmAccount(Base):
+    """An account of the local CRM (`triage crm accounts import`): what it pays and who owns it."""
+
+    __tablename__ = "crm_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(sa.String(253), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(255))
+    arr: Mapped[float | None]
+    owner: Mapped[str | None] = mapped_column(sa.String(100))
+    status: Mapped[str] = mapped_column(sa.String(40), default="", server_default="")
+    contacts: Mapped[int] = mapped_column(default=0, server_default="0")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CrmContact(Base):
+    """A known contact of a local CRM account, matched by exact e-mail address."""
+
+    __tablename__ = "crm_contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("crm_accounts.id"), index=True)
+    created_at: Mapped[datetime]
+
+
+class RoutingCursor(Base):
+    """Where a team's round robin stands: shared by every worker and run, locked while assigning."""
+
+    __tablename__ = "routing_cursors"
+
+    team: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    position: Mapped[int] = mapped_column(default=0, server_default="0")
+    updated_at: Mapped[datetime]

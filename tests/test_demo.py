@@ -266,3 +266,16 @@ def test_erasing_one_demo_sender_leaves_no_trace_in_the_dump(
         ).one()
     engine.dispose()
     assert tombstone[0] == "dpo" and tombstone[1] == result["subject_hmac"]
+
+
+def test_demo_leads_get_owners_and_the_report_names_them(demo: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 12: the demo's SDRs and accounts exist before intake, so what goes to people is routed."""
+    home, _ = demo
+    listing = triage(home, "review", "list", "--json", "--limit", "500")
+    assert listing["items"] and all(item["owner"] in {"maya", "leo"} for item in listing["items"])
+    assert any(item["customer"] and item["account"] for item in listing["items"]) or listing["total"] < 5
+    report = triage(home, "report", "sla", "--json")
+    names = {row["sdr"] for row in report["by_sdr"]}
+    assert {"maya", "leo"} <= names and "(unassigned)" not in names
+    users = {user["name"]: user for user in triage(home, "users", "list", "--json")}
+    assert users["maya"]["open_items"] + users["leo"]["open_items"] > 0

@@ -27,6 +27,15 @@ crm_app = typer.Typer(
 )
 console = Console()
 
+
+def _mount_accounts() -> None:
+    from app.commands.accounts import accounts_app
+
+    crm_app.add_typer(accounts_app, name="accounts")
+
+
+_mount_accounts()
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -185,6 +194,11 @@ def check(as_json: JsonOption = False) -> None:
         backend = make_crm_backend(settings, factory)
         result = backend.check()
         name, ok, message = backend.name, result.ok, result.message
+        if settings.crm.accounts.enabled:  # account matching's fields too (issue 12)
+            from app.commands.accounts import directory_check
+
+            accounts = directory_check(settings, factory, backend)
+            ok, message = ok and accounts.ok, f"{message}\n{accounts.message}"
     except ConfigError as error:
         name, ok, message = "?", False, str(error)
     if as_json:

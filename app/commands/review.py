@@ -83,6 +83,7 @@ def list_items(
     intent: Annotated[str | None, typer.Option(help="Only this intent.")] = None,
     lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
     mine: Annotated[str | None, typer.Option("--mine", help="Only items claimed by this user.")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only items routed to this user.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
     as_json: JsonOption = False,
@@ -107,6 +108,7 @@ def list_items(
             intent=intent,
             lane=lane,
             claimed_by=mine,
+            owner=owner,
             now=utcnow(),
             limit=limit,
             offset=offset,
@@ -115,7 +117,7 @@ def list_items(
         print(json.dumps({"total": page.total, "items": [entry.as_dict() for entry in page.entries]}))
         return
     table = SafeTable(title=f"{page.total} open")
-    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "claimed by"):
+    for column in ("id", "time left", "priority", "subject", "intent", "queue", "lane", "owner"):
         table.add_column(column)
     for entry in page.entries:
         left = service.format_time_left(entry.seconds_left)
@@ -127,7 +129,8 @@ def list_items(
             entry.intent,
             entry.queue,
             entry.lane,
-            entry.claimed_by or "",
+            # Who works it now, else whom routing gave it to (--json has both, and the language).
+            entry.claimed_by or entry.owner or "",
         )
     Console(markup=True, highlight=False).print(table)
 
@@ -449,10 +452,11 @@ def change_password(
 
 @users_app.command("list")
 def list_users(as_json: JsonOption = False) -> None:
-    """Accounts and their roles."""
-    from store import review_repo
+    """Accounts, their roles and routing fields, and each one's load (open items routed to them)."""
+    from store import review_repo, routing_repo
 
     with _session() as session:
+        loads = routing_repo.loads_by_user(session)
         users = [
             {
                 "name": user.name,
@@ -466,6 +470,7 @@ def list_users(as_json: JsonOption = False) -> None:
                 "email": user.email,
                 "crm_user_id": user.crm_user_id,
                 "away": user.away,
+                "open_items": loads.get(user.name, 0),
             }
             for user in review_repo.list_users(session)
         ]
@@ -473,4 +478,5 @@ def list_users(as_json: JsonOption = False) -> None:
         print(json.dumps(users))
         return
     for user in users:
-        print(f"{user['name']}\t{user['role']}\t{'active' if user['active'] else 'inactive'}")
+        state = "away" if user["away"] else "active" if user["active"] else "inactive"
+        print(f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open")

@@ -286,4 +286,9 @@ def _print_report(figures: dict[str, Any]) -> None:
             f"{row['breach_rate']:.0%}",
         )
     console.print(table)
+    if figures.get("by_team"):
+        teams = SafeTable("team", "timers", "breached", "breach rate", title="by team")
+        for row in figures["by_team"]:
+            teams.add_row(row["key"], str(row["timers"]), str(row["breached"]), f"{row['rate']:.0%}")
+        console.print(teams)
     console.print(f"wrote {figures['html']}" + (f" and {figures['csv']}" if "csv" in figures else ""))

@@ -41,6 +41,8 @@ LEAD_FIELDS = (
     "policy_version",
     "campaign",
     "lead_source",
+    "owner",  # the user owner routing chose (pipeline/routing.py)
+    "owner_crm_id",  # that user's CRM id (`--crm-user-id`): OwnerId on Salesforce
 )
 TASK_FIELDS = ("subject", "description", "due_at", "queue", "priority", "owner_queue")
 

@@ -688,6 +688,34 @@ class SalesforceCrm:
         unprocessed = _Outcome(False, error="not processed by the Bulk API job", retriable=True)
         return [by_key.get(str(record[field]), unprocessed) for record in records]
 
+    # -- reads for account matching (connectors/crm/accounts.py) -------------------------------------
+    def describe(self, sobject: str) -> dict[str, Any]:
+        """The object's describe (its fields and their attributes)."""
+        return cast(dict[str, Any], self._rest(f"sobjects/{sobject}/describe") or {})
+
+    def query_many(self, soqls: Sequence[str]) -> list[dict[str, Any]]:
+        """Run up to 25 SOQL queries in one round trip (a composite batch request when several)."""
+        if len(soqls) == 1:
+            return [cast(dict[str, Any], self._rest("query", params={"q": soqls[0]}) or {})]
+        version = self._settings.api_version
+        answer = self._rest(
+            "composite/batch",
+            method="POST",
+            json={
+                "batchRequests": [
+                    {"method": "GET", "url": f"v{version}/query?q={quote(soql, safe='')}"} for soql in soqls
+                ]
+            },
+        )
+        results = []
+        for item in (answer or {}).get("results", []):
+            if int(item.get("statusCode", 500)) >= 400:
+                detail = item.get("result")
+                message = detail[0].get("message") if isinstance(detail, list) and detail else detail
+                raise FatalError(f"Salesforce refused a lookup query: {message}")
+            results.append(cast(dict[str, Any], item.get("result") or {}))
+        return results
+
 
 # -- helpers -------------------------------------------------------------------------------------------
 def _result(key: str, outcome: _Outcome) -> WriteResult:

@@ -251,8 +251,16 @@ def test_two_workers_process_each_raw_record_once(seeded: tuple[str, Path, Runti
     assert scalar(runtime, "SELECT count(*) FROM raw_records WHERE status = 'pending'") == 0
     assert scalar(runtime, "SELECT count(*) FROM enquiries") == RECORDS
     assert scalar(runtime, "SELECT count(DISTINCT raw_id) FROM enquiries") == RECORDS
-    # One audit row per enquiry, one review item, one lead write each: nothing decided or queued twice.
-    assert rows(runtime, "SELECT enquiry_id FROM decisions GROUP BY enquiry_id HAVING count(*) <> 1") == []
+    # One triage audit row per enquiry (and one assignment row, issue 12), one review item, one lead
+    # write each: nothing decided or queued twice.
+    assert (
+        rows(
+            runtime,
+            "SELECT enquiry_id FROM decisions WHERE kind IN ('triage', 'assignment') "
+            "GROUP BY enquiry_id, kind HAVING count(*) <> 1",
+        )
+        == []
+    )
     assert scalar(runtime, "SELECT count(DISTINCT enquiry_id) FROM decisions") == RECORDS
     assert scalar(runtime, "SELECT count(*) FROM review_items") == RECORDS
     assert scalar(runtime, "SELECT count(*) FROM crm_outbox WHERE operation = 'upsert_lead'") == RECORDS
@@ -271,7 +279,7 @@ def test_two_workers_on_sqlite_process_each_raw_record_once(tmp_path: Path) -> N
         assert jobs.import_path(runtime, path, Channel.FORM).stored == RECORDS
         results = run_two(_process_worker, url, home, ((), ()))
         assert scalar(runtime, "SELECT count(*) FROM enquiries") == RECORDS
-        assert scalar(runtime, "SELECT count(*) FROM decisions") == RECORDS
+        assert scalar(runtime, "SELECT count(*) FROM decisions WHERE kind = 'triage'") == RECORDS
         assert sum(result["processed"] for result in results) == RECORDS
     finally:
         runtime.engine.dispose()

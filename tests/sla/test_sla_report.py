@@ -172,7 +172,7 @@ def test_report_renders_in_chromium(
         "review-p50": "1 h 00 min",
     }
     assert pwned is None
-    assert svg_count == 6  # daily, response, channel, intent, queue, SDR
+    assert svg_count == 7  # daily, response, channel, intent, queue, SDR, team
     assert at_risk_rows == 3  # header + e3 + e4
     assert "<script>window.__pwned" in hostile_text  # shown as text, never run
     assert requested == [page_path.as_uri()]  # self-contained: nothing else fetched

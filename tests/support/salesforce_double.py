@@ -138,6 +138,27 @@ def _system_fields() -> list[dict[str, Any]]:
     ]
 
 
+def account_objects(domain_field: str = "Domain__c") -> dict[str, dict[str, dict[str, Any]]]:
+    """Account and Contact for account matching (issue 12), and the Lead fields it reads."""
+    account = [
+        _field("Id", "id", length=18, nillable=False),
+        _field("Name", nillable=False),
+        _field(domain_field, length=255, external_id=True),
+        _field("Website", "url"),
+        _field("AnnualRevenue", "currency"),
+        _field("OwnerId", "reference", length=18, nillable=False),
+        _field("Type", "picklist"),
+        _field("CreatedDate", "datetime", nillable=False),
+    ]
+    contact = [
+        _field("Id", "id", length=18, nillable=False),
+        _field("LastName", length=80, nillable=False),
+        _field("Email", "email", length=80),
+        _field("AccountId", "reference", length=18),
+    ]
+    return {"Account": {f["name"]: f for f in account}, "Contact": {f["name"]: f for f in contact}}
+
+
 REQUIRED_ON_CREATE = {"Lead": ("LastName", "Company"), "Task": ()}
 
 
@@ -210,6 +231,8 @@ class SalesforceDouble:
         self.external_id_field = external_id_field
         self.task_key_field = task_key_field
         self.objects = default_objects(external_id_field, task_key_field)
+        self.objects.update(account_objects())
+        self.objects["Lead"].setdefault("OwnerId", _field("OwnerId", "reference", length=18))
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.objects}
         self.created: Counter[tuple[str, str]] = Counter()  # (object, external id value) → creates
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API request answered
@@ -646,7 +669,7 @@ class SalesforceDouble:
 
     def _query(self, soql: str) -> dict[str, Any]:
         match = re.fullmatch(
-            r"\s*SELECT\s+(?P<fields>[\w\s,]+?)\s+FROM\s+(?P<object>\w+)"
+            r"\s*SELECT\s+(?P<fields>[\w\s,.]+?)\s+FROM\s+(?P<object>\w+)"
             r"(?:\s+WHERE\s+(?P<where>\w+)\s*(?P<op>=|IN)\s*(?P<values>\(.*\)|'(?:[^'\\]|\\.)*'))?"
             r"(?:\s+LIMIT\s+(?P<limit>\d+))?\s*",
             soql,
@@ -658,7 +681,7 @@ class SalesforceDouble:
         described = self._object(sobject)
         fields = [name.strip() for name in match["fields"].split(",")]
         for name in fields + ([match["where"]] if match["where"] else []):
-            if name not in described:
+            if not self._known_path(sobject, name):
                 raise ApiError(
                     400,
                     "INVALID_FIELD",
@@ -670,19 +693,15 @@ class SalesforceDouble:
         with self._lock:
             rows = list(self.records[sobject].values())
         if match["where"]:
-            rows = [row for row in rows if str(row.get(match["where"])) in wanted]
+            where = match["where"]
+            if described[where]["type"] == "email":  # SOQL compares text without regard to case
+                lowered = {value.lower() for value in wanted}
+                rows = [row for row in rows if str(row.get(where)).lower() in lowered]
+            else:
+                rows = [row for row in rows if str(row.get(where)) in wanted]
         if match["limit"]:
             rows = rows[: int(match["limit"])]
-        records = [
-            {
-                "attributes": {
-                    "type": sobject,
-                    "url": f"/services/data/v{self.api_version}/sobjects/{sobject}/{row['Id']}",
-                },
-                **{name: row.get(name) for name in fields},
-            }
-            for row in rows
-        ]
+        records = [self._record(sobject, row, fields) for row in rows]
         return {"totalSize": len(records), "done": True, "records": records}
 
     def _soql(self, text: str) -> dict[str, Any]:
@@ -733,6 +752,78 @@ class SalesforceDouble:
         if left is None:
             raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
         return self._cut(*left)
+
+    def _known_path(self, sobject: str, name: str) -> bool:
+        """A field, or a parent's field through a lookup (`Account.Name` from Contact's AccountId)."""
+        if "." not in name:
+            return name in self._object(sobject)
+        relation, rest = name.split(".", 1)
+        return (
+            f"{relation}Id" in self._object(sobject)
+            and relation in self.objects
+            and "." not in rest
+            and (rest in self.objects[relation])
+        )
+
+    def _record(self, sobject: str, row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+        """A query result record: plain fields, and a parent's fields as a nested record (or null)."""
+        record: dict[str, Any] = {
+            "attributes": {
+                "type": sobject,
+                "url": f"/services/data/v{self.api_version}/sobjects/{sobject}/{row['Id']}",
+            }
+        }
+        for name in fields:
+            if "." not in name:
+                record[name] = row.get(name)
+                continue
+            relation, child = name.split(".", 1)
+            parent_id = row.get(f"{relation}Id")
+            with self._lock:
+                parent = self.records.get(relation, {}).get(str(parent_id)) if parent_id else None
+            if parent is None:
+                record[relation] = None
+                continue
+            nested = record.get(relation) or {
+                "attributes": {
+                    "type": relation,
+                    "url": f"/services/data/v{self.api_version}/sobjects/{relation}/{parent['Id']}",
+                }
+            }
+            nested[child] = parent.get(child)
+            record[relation] = nested
+        return record
+
+    def _composite_batch(self, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+        """`POST composite/batch`: up to 25 subrequests in one round trip (GET queries are enough here)."""
+        if not isinstance(body, dict) or not isinstance(body.get("batchRequests"), list):
+            raise ApiError(400, "JSON_PARSER_ERROR", "batchRequests is required")
+        requests = body["batchRequests"]
+        if len(requests) > 25:
+            raise ApiError(400, "INVALID_BATCH_REQUEST", "A batch cannot contain more than 25 requests")
+        results = []
+        for request in requests:
+            url = str(request.get("url") or "")
+            path, _, query_string = url.partition("?")
+            try:
+                status, result = self._route(
+                    str(request.get("method") or "GET").upper(),
+                    "/services/data/" + path.lstrip("/"),
+                    parse_qs(query_string),
+                    headers,
+                    json.dumps(request.get("richInput")).encode() if "richInput" in request else b"",
+                )
+            except ApiError as error:
+                status, result = error.status, error.body
+            results.append({"statusCode": status, "result": result})
+        return {"hasErrors": any(item["statusCode"] >= 400 for item in results), "results": results}
+
+    def add_record(self, sobject: str, **values: Any) -> str:
+        """Put a record straight into the org (accounts, contacts, leads a test needs); returns its Id."""
+        with self._lock:
+            new_id = self._new_id(sobject)
+            self.records[sobject][new_id] = {"Id": new_id, **values}
+        return new_id
 
     # Bulk API 2.0 ingest
     def _job_info(self, job: BulkJob) -> dict[str, Any]:
@@ -918,6 +1009,8 @@ class SalesforceDouble:
                 return 200, self._page(self._soql(text) if _extended(text) else self._query(text))
             case "GET", ["query", locator]:
                 return 200, self._more(locator)
+            case "POST", ["composite", "batch"]:
+                return 200, self._composite_batch(json_body(), headers)
             case "POST", ["jobs", "ingest"]:
                 return 200, self._create_job(json_body())
             case "PUT", ["jobs", "ingest", job_id, "batches"]:

@@ -1,0 +1,112 @@
+"""Owner routing's rules, strategies, hours and validation, on both databases (pipeline/routing.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from config.routing import RoutingPolicy, load_routing
+from models.errors import ConfigError
+from pipeline.routing import Router, RouteRequest
+from review import auth
+from store import review_repo
+from store.tables import RoutingCursor
+from tests.builders import insert_enquiry
+
+# A Wednesday, 10:00 UTC: 11:00 in Berlin, 05:00 in New York.
+WEDNESDAY = datetime(2026, 11, 18, 10, 0, tzinfo=UTC)
+
+
+def policy(**overrides: object) -> RoutingPolicy:
+    data: dict[str, object] = {
+        "version": 1,
+        "default_team": "sales",
+        "fallback_pool": "overflow",
+        "teams": {"sales": {"strategy": "round_robin"}, "dach": {"strategy": "least_loaded"}},
+        "pools": {"overflow": {"members": ["olga"]}},
+        "rules": [{"name": "german speakers", "language": ["de"], "team": "dach"}],
+    }
+    data.update(overrides)
+    return RoutingPolicy.model_validate(data)
+
+
+def user(session: Session, name: str, teams: str, **fields: object) -> None:
+    auth.create_user(session, name, role="sdr", password="correct horse battery")
+    row = review_repo.get_user(session, name)
+    assert row is not None
+    row.teams = teams
+    for key, value in fields.items():
+        setattr(row, key, value)
+    session.flush()
+
+
+def requests(count: int, **fields: str) -> list[RouteRequest]:
+    base = {"queue": "sales", "intent": "pricing", "segment": "smb"}
+    return [RouteRequest(enquiry_id=f"e{n}", **{**base, **fields}) for n in range(count)]
+
+
+def test_round_robin_is_weighted_and_resumes_where_the_last_run_stopped(session: Session) -> None:
+    user(session, "ana", "sales", weight=2)
+    user(session, "ben", "sales")
+    router = Router(policy())
+    first = router.route(session, requests(2), now=WEDNESDAY)
+    session.commit()
+    second = router.route(session, requests(4), now=WEDNESDAY)
+    session.commit()
+    order = [a.owner for a in first.values()] + [a.owner for a in second.values()]
+    # Rotation ana, ben, ana (weight 2 interleaved); the second run goes on from the stored cursor.
+    assert order == ["ana", "ben", "ana", "ana", "ben", "ana"]
+    assert session.scalar(sa.select(RoutingCursor.position).where(RoutingCursor.team == "sales")) == 2
+
+
+def test_rules_pick_the_team_by_language(session: Session) -> None:
+    user(session, "ana", "sales")
+    user(session, "dora", "dach")
+    router = Router(policy())
+    german = router.route(session, requests(1, language="de"), now=WEDNESDAY)["e0"]
+    other = router.route(session, requests(1, language="fr"), now=WEDNESDAY)["e0"]
+    assert (german.owner, german.team) == ("dora", "dach")
+    assert "rule 'german speakers'" in german.reason
+    assert (other.owner, other.team) == ("ana", "sales")
+
+
+def test_working_hours_in_each_members_zone(session: Session) -> None:
+    hours = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}
+    user(session, "berlin", "sales", timezone="Europe/Berlin")
+    user(session, "newyork", "sales", timezone="America/New_York")
+    user(session, "olga", "ops")
+    router = Router(policy(teams={"sales": {"strategy": "least_loaded", "working_hours": hours}}, rules=[]))
+    morning = router.route(session, requests(3), now=WEDNESDAY)
+    assert {a.owner for a in morning.values()} == {"berlin"}  # New York is asleep at 05:00
+    night = router.route(session, requests(1), now=WEDNESDAY.replace(hour=23))["e0"]
+    assert night.owner == "olga" and "fallback pool overflow" in night.reason
+
+
+def test_account_owner_first_unless_away_or_full(session: Session) -> None:
+    user(session, "ana", "sales", capacity=1)
+    user(session, "ben", "sales")
+    eid = insert_enquiry(session)
+    router = Router(policy())
+    owned = router.route(session, requests(2, account_owner="ana", account="BigCo"), now=WEDNESDAY)
+    assert owned["e0"].owner == "ana" and "account owner of BigCo" in owned["e0"].reason
+    assert owned["e1"].owner == "ben" and "account owner ana at capacity" in owned["e1"].reason
+    assert eid  # an enquiry exists, so the store is really the migrated one
+
+
+def test_a_policy_naming_an_unknown_team_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "routing.yaml").write_text(
+        "version: 1\ndefault_team: sales\nfallback_pool: overflow\nteams:\n  sales: {}\n"
+        "pools:\n  overflow: {}\nrules:\n  - name: x\n    team: nowhere\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_routing(tmp_path)
+    assert "routing.yaml" in str(error.value) and "names team 'nowhere'" in str(error.value)
+
+
+def test_the_bundled_routing_policy_loads() -> None:
+    bundled = load_routing(Path("/nonexistent"))
+    assert bundled.default_team in bundled.teams and bundled.fallback_pool in bundled.pools
