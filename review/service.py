@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from connectors.smtp_outbound import OutboundSettings
+from models import live_precision
 from models.errors import TriageError
 from review.choices import INTENTS as INTENTS
 from review.choices import LANES as LANES
@@ -37,6 +38,8 @@ from store.common import utcnow
 from store.tables import Enquiry, ReviewItem
 
 HUMAN_POLICY_VERSION = "human"
+# Only a spot check's review item carries the automated lane (pipeline/spot_checks.py).
+SPOT_CHECK_LANE = "automate"
 MAX_TEXT_CHARS = 20_000
 
 
@@ -235,6 +238,7 @@ def accept(
         },
     )
     _audit(session, enquiry, actor=user, kind="accept", now=now, reasons=["proposal accepted"])
+    live_precision.after_review(session, enquiry.id, intent=current["intent"], by=user, now=now)
     _close(session, item, by=user, at=now)
 
 
@@ -280,6 +284,7 @@ def correct(
         if previous[key] != value
     ]
     _audit(session, enquiry, actor=user, kind="correction", now=now, reasons=changed or ["confirmed as is"])
+    live_precision.after_review(session, enquiry.id, intent=intent, by=user, now=now)
 
 
 def reassign(
@@ -479,8 +484,10 @@ def _stop_clock(session: Session, enquiry_id: str, *, by: str, at: datetime) -> 
 
 
 def _close(session: Session, item: ReviewItem, *, by: str, at: datetime) -> None:
-    """Mark the item done and stop the enquiry's resolution clock."""
+    """Mark the item done and stop the enquiry's resolution clock (not a spot check's: its enquiry was
+    automated, and its SLA stays as automated)."""
     review_repo.set_item_state(
         session, item, status="done", claimed_by=item.claimed_by, claimed_at=item.claimed_at, closed_at=at
     )
-    sla_service.stop_resolution(session, item.enquiry_id, by=by, at=at)
+    if item.lane != SPOT_CHECK_LANE:
+        sla_service.stop_resolution(session, item.enquiry_id, by=by, at=at)
