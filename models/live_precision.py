@@ -22,17 +22,19 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.policy import SpotCheckPolicy
-from connectors.notify import Notification, Notifier
 from models.errors import ConfigError, TriageError
 from store import flags, model_registry, review_repo
 from store import spot_checks as repo
 from store.db import transaction
 from store.tables import Enquiry
+
+if TYPE_CHECKING:
+    from connectors.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,7 @@ def task_precisions(session: Session) -> list[TaskPrecision]:
     since = {task: at for task, record in pauses.items() if (at := _resumed_since(record)) is not None}
     tallies = repo.tallies(session, model_version=version, since_by_task=since) if version else {}
     out = []
-    for task in sorted(set(tallies) | {t for t, r in pauses.items() if r.get("paused")}):
+    for task in sorted(set(tallies) | set(pauses)):
         tally = tallies.get(task)
         n, k = (tally.reviewed, tally.correct) if tally else (0, 0)
         interval = wilson_interval(k, n)
@@ -358,6 +360,8 @@ def monitor_report(session: Session) -> dict[str, Any]:
 def deliver_pause_notices(factory: sessionmaker[Session], notifier: Notifier, *, now: datetime) -> int:
     """Tell the ops lead (and the Slack webhook) of tasks paused since the last pass; returns messages
     sent. A notice whose send fails stays pending for the next pass."""
+    from connectors.notify import Notification
+
     sent = 0
     available = notifier.roles()
     with transaction(factory) as session:
@@ -372,7 +376,7 @@ def deliver_pause_notices(factory: sessionmaker[Session], notifier: Notifier, *,
                     notifier.send(
                         Notification(
                             role=role,
-                            subject=f"Automation of task {task} paused by the live precision monitor",
+                            subject=f"Automation paused: task {task}",
                             text=(
                                 f"{record.get('reason')}.\n\nIts enquiries now go to people. Review the spot "
                                 f"checks, then resume it: triage automation resume-task {task} --by NAME "
