@@ -265,6 +265,30 @@ def source_metrics(session: Session, _now: datetime) -> list[Metric]:
     return [errors, failing, last_success, last_attempt]
 
 
+def live_precision_metrics(session: Session, _now: datetime) -> list[Metric]:
+    """Each task's live automated precision on its reviewed spot checks (models.live_precision)."""
+    from models import live_precision
+
+    figures = GaugeMetricFamily(
+        "triage_live_precision",
+        "Live automated precision per task on reviewed spot checks: point estimate and 95% Wilson bounds.",
+        labels=["task", "bound"],
+    )
+    reviewed = GaugeMetricFamily(
+        "triage_spot_checks_reviewed", "Reviewed spot checks in each task's current window.", labels=["task"]
+    )
+    paused = GaugeMetricFamily(
+        "triage_task_paused", "1 while the live precision monitor has paused the task.", labels=["task"]
+    )
+    for task in live_precision.task_precisions(session):
+        for bound, value in (("estimate", task.precision), ("low", task.low), ("high", task.high)):
+            if value is not None:
+                figures.add_metric([task.task, bound], value)
+        reviewed.add_metric([task.task], task.reviewed)
+        paused.add_metric([task.task], int(task.paused))
+    return [figures, reviewed, paused]
+
+
 COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("volumes", volume_metrics),
     ("review", review_metrics),
@@ -274,6 +298,7 @@ COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("drift", drift_metrics),
     ("stages", stage_metrics),
     ("sources", source_metrics),
+    ("live_precision", live_precision_metrics),
 )
 
 

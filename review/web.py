@@ -32,7 +32,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
-from models.errors import ConfigError
+from models.errors import ConfigError, TriageError
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
 from review.display import jinja_finalize
@@ -646,7 +646,32 @@ def ops_automation(
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
-    return render(request, session, "ops_automation.html", {}, user=user)
+    from models import live_precision
+
+    report = live_precision.monitor_report(session)
+    return render(request, session, "ops_automation.html", {"live": report}, user=user)
+
+
+@router.post("/ops/automation/tasks/resume")
+def ops_resume_task(
+    request: Request,
+    task: str = Form(..., max_length=80),
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    """Resume a task the live precision monitor paused (models.live_precision); signed by the user."""
+    from models import live_precision
+
+    try:
+        live_precision.resume_task(session, task, by=user.name, now=_now(request))
+        session.commit()
+    except TriageError as error:
+        session.rollback()
+        flash(request, f"Not resumed: {error}", "error")
+    else:
+        logger.warning("automation of task %s resumed by %s", task, user.name)
+        flash(request, f"Automation of task {task} resumed.", "ok")
+    return RedirectResponse("/ops/automation", status_code=303)
 
 
 @router.post("/ops/automation")
