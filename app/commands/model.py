@@ -360,26 +360,57 @@ def rollback(
 @model_app.command("compare")
 def compare_command(
     active: Annotated[str | None, typer.Option("--active", help="Default: the active model.")] = None,
-    shadow_version: Annotated[str | None, typer.Option("--shadow", help="Default: the shadow model.")] = None,
+    shadow_version: Annotated[
+        str | None,
+        typer.Option("--shadow", "--candidate", help="Default: the shadow model, else the newest candidate."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Shadow against active: agreement, and each model's precision on enquiries people corrected."""
+    """Candidate against active: both scored on the labels people gave since the active model was
+    promoted (accuracy, automated precision), agreement and precision on corrected enquiries."""
     from models import registry
-    from models.comparison import compare
+    from models.comparison import compare, since_promotion
 
-    _, factory = _open()
+    settings, factory = _open()
     try:
         with factory() as session:
             active = active or registry.active_version(session)
-            shadow_version = shadow_version or registry.shadow_version(session)
+            shadow_version = (
+                shadow_version or registry.shadow_version(session) or registry.newest_candidate(session)
+            )
             if active is None or shadow_version is None:
                 raise ConfigError(
-                    "compare needs an active and a shadow model (see `triage model shadow VERSION`)"
+                    "compare needs an active model and a candidate "
+                    "(train one, or `triage model shadow VERSION`)"
                 )
             report = compare(session, active=active, shadow=shadow_version)
+            report["since_promotion"] = since_promotion(
+                session, settings.home, active=active, candidate=shadow_version
+            )
     except TriageError as error:
         raise _fail(error) from error
     if as_json:
         _print_json(report)
-    else:
-        console.print(_metrics_table(f"shadow {shadow_version} vs active {active}", report))
+        return
+    console.print(_metrics_table(f"shadow {shadow_version} vs active {active}", report))
+    recent = report["since_promotion"]
+    table = SafeTable(
+        title=(
+            f"on the {recent['n_labels']} labels since {recent['since'] or 'ever'} "
+            f"({recent['confirmed']} confirmed, {recent['corrected']} corrected, "
+            f"{recent['spot_checks']} spot checks)"
+        )
+    )
+    for column in ("model", "version", "accuracy", "automated precision", "coverage"):
+        table.add_column(column)
+    for side in ("active", "candidate"):
+        figures = recent[side] or {}
+        table.add_row(
+            side,
+            figures.get("version") or "—",
+            *(
+                "—" if figures.get(key) is None else f"{figures[key]:.3f}"
+                for key in ("accuracy", "automated_precision", "coverage")
+            ),
+        )
+    console.print(table)
