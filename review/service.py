@@ -26,12 +26,12 @@ from sqlalchemy.orm import Session
 from connectors.smtp_outbound import OutboundSettings
 from models import live_precision
 from models.errors import TriageError
+from review.choices import BUNDLED, TaxonomyChoices, intents_with
 from review.choices import INTENTS as INTENTS
 from review.choices import LANES as LANES
 from review.choices import PRIORITIES as PRIORITIES
 from review.choices import QUEUES as QUEUES
 from review.choices import ROLES as ROLES
-from review.choices import intents_with
 from sla import service as sla_service
 from store import model_registry, review_repo
 from store.common import utcnow
@@ -252,14 +252,16 @@ def correct(
     queue: str,
     now: datetime | None = None,
     override: bool = False,
+    taxonomy: TaxonomyChoices = BUNDLED,
 ) -> None:
     """Record the right intent, priority and queue: a labelled example for retraining and an audit row.
 
     The enquiry and the item take the corrected values; the item stays with the person who corrected it.
+    Intents: the taxonomy's and the active model's; queues: the taxonomy's and the bundled ones.
     """
-    _check_choice("intent", intent, allowed_intents(session))
+    _check_choice("intent", intent, allowed_intents(session, taxonomy))
     _check_choice("priority", priority, PRIORITIES)
-    _check_choice("queue", queue, QUEUES)
+    _check_choice("queue", queue, taxonomy.queues)
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
     previous = {"intent": enquiry.intent, "priority": enquiry.priority, "queue": enquiry.queue}
@@ -407,9 +409,9 @@ def add_note(session: Session, item_id: int, *, user: str, text: str, now: datet
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def allowed_intents(session: Session) -> tuple[str, ...]:
+def allowed_intents(session: Session, taxonomy: TaxonomyChoices = BUNDLED) -> tuple[str, ...]:
     """The taxonomy's intents plus the active model's own (a team's trained labels)."""
-    return intents_with(model_registry.active_labels(session))
+    return intents_with(model_registry.active_labels(session), taxonomy)
 
 
 def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:

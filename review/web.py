@@ -35,6 +35,7 @@ from config.settings import Settings
 from models.errors import ConfigError, TriageError
 from review import auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
+from review.choices import TaxonomyChoices, taxonomy_choices
 from review.display import jinja_finalize
 from store import flags, review_repo
 from store.common import utcnow
@@ -218,8 +219,8 @@ def queue_page(
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
     filters = {
-        "queue": _choice(queue, service.QUEUES),
-        "intent": _choice(intent, service.allowed_intents(session)),
+        "queue": _choice(queue, _taxonomy(request).queues),
+        "intent": _choice(intent, service.allowed_intents(session, _taxonomy(request))),
         "lane": _choice(lane, service.LANES),
     }
     result = service.list_queue(
@@ -242,11 +243,16 @@ def queue_page(
         "pages": pages,
         "prev_url": f"/review?{urlencode({**query, 'page': page - 1})}" if page > 1 else None,
         "next_url": f"/review?{urlencode({**query, 'page': page + 1})}" if page < pages else None,
-        "queues": service.QUEUES,
-        "intents": service.allowed_intents(session),
+        "queues": _taxonomy(request).queues,
+        "intents": service.allowed_intents(session, _taxonomy(request)),
         "lanes": service.LANES,
     }
     return render(request, session, "queue.html", context, user=user)
+
+
+def _taxonomy(request: Request) -> TaxonomyChoices:
+    """The policy directory's intents and queues (re-read when taxonomy.yaml changes)."""
+    return taxonomy_choices(Path(request.app.state.settings.policy_dir))
 
 
 @router.get("/review/items/{item_id}", response_class=HTMLResponse)
@@ -267,8 +273,8 @@ def item_page(
         "view": view,
         "can_act": can_act,
         "users": [person.name for person in review_repo.list_users(session) if person.active],
-        "queues": service.QUEUES,
-        "intents": service.allowed_intents(session),
+        "queues": _taxonomy(request).queues,
+        "intents": service.allowed_intents(session, _taxonomy(request)),
         "priorities": service.PRIORITIES,
     }
     return render(request, session, "item.html", context, user=user)
@@ -331,6 +337,7 @@ def correct_item(
             queue=queue,
             now=_now(request),
             override=user.is_ops,
+            taxonomy=_taxonomy(request),
         )
 
     return _run_action(request, session, item_id, action, "Correction saved; it will teach the next model.")
@@ -618,6 +625,7 @@ def ops_promote(
     request: Request,
     version: str = Form(..., max_length=64),
     confirm: str = Form(""),
+    allow_unmapped: str = Form(""),
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
@@ -628,7 +636,14 @@ def ops_promote(
         flash(request, "Tick the box to confirm you reviewed the shadow comparison.", "error")
         return RedirectResponse("/ops/models", status_code=303)
     try:
-        registry.promote(session, version, approved_by=user.name, home=request.app.state.settings.home)
+        registry.promote(
+            session,
+            version,
+            approved_by=user.name,
+            home=request.app.state.settings.home,
+            taxonomy_intents=_taxonomy(request).intents,
+            allow_unmapped=allow_unmapped == "yes",
+        )
         session.commit()
     except Exception as error:  # the registry's own errors say what is wrong; show them, keep the page
         session.rollback()

@@ -312,25 +312,53 @@ def promote(
         str | None,
         typer.Option("--approved-by", help="Name of the person who signs the promotion off (required)."),
     ] = None,
+    allow_unmapped: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unmapped",
+            help="Promote even if some of the model's labels are not in the taxonomy (their enquiries "
+            "then go to people only).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a model active. Needs --approved-by NAME: a machine never promotes a model alone."""
+    """Make a model active. Needs --approved-by NAME: a machine never promotes a model alone. A model
+    whose labels are not all in the policy's taxonomy is refused unless --allow-unmapped."""
     from models import registry
+    from review.choices import taxonomy_choices
 
     settings, factory = _open()
     try:
+        taxonomy = taxonomy_choices(settings.policy_dir)
         with factory() as session, session.begin():
             previous = registry.active_version(session)
-            registry.promote(session, version, approved_by=approved_by or "", home=settings.home)
+            unmapped = registry.promote(
+                session,
+                version,
+                approved_by=approved_by or "",
+                home=settings.home,
+                taxonomy_intents=taxonomy.intents,
+                allow_unmapped=allow_unmapped,
+            )
     except TriageError as error:
         raise _fail(error) from error
-    report = {"active": version, "previous_active": previous, "approved_by": (approved_by or "").strip()}
+    report = {
+        "active": version,
+        "previous_active": previous,
+        "approved_by": (approved_by or "").strip(),
+        "unmapped_labels": unmapped,
+    }
     if as_json:
         _print_json(report)
     else:
         console.print(
             f"Model {version} is active (approved by {report['approved_by']}; previous: {previous})."
         )
+        if unmapped:
+            console.print(
+                f"[yellow]warning:[/] {len(unmapped)} label(s) not in the taxonomy go to people only: "
+                f"{markup_safe(', '.join(unmapped))}"
+            )
 
 
 @model_app.command("rollback")
