@@ -539,6 +539,7 @@ def _mount_groups() -> None:
     from app.commands.ops import audit_app, policy_app
     from app.commands.review import review_app, users_app
     from app.commands.sla import report_app, sla_app
+    from app.commands.taxonomy import taxonomy_app
 
     db_app.command("prune")(data.db_prune)
     db_app.command("size")(data.db_size)
@@ -551,6 +552,7 @@ def _mount_groups() -> None:
         (review_app, "review"),
         (users_app, "users"),
         (policy_app, "policy"),
+        (taxonomy_app, "taxonomy"),
         (audit_app, "audit"),
         (flows_app, "flows"),
     ):
