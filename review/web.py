@@ -611,11 +611,14 @@ def ops_models(
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
+    from models import live_precision
+
     rows = _model_rows(session)
     context = {
         "versions": rows,
         "comparison": _comparison(session, rows),
         "can_promote": _registry_installed(),
+        "shadow_live": live_precision.shadow_precision(session),
     }
     return render(request, session, "ops_models.html", context, user=user)
 

@@ -396,7 +396,7 @@ def compare_command(
 ) -> None:
     """Candidate against active: both scored on the labels people gave since the active model was
     promoted (accuracy, automated precision), agreement and precision on corrected enquiries."""
-    from models import registry
+    from models import live_precision, registry
     from models.comparison import compare, since_promotion
 
     settings, factory = _open()
@@ -415,6 +415,8 @@ def compare_command(
             report["since_promotion"] = since_promotion(
                 session, settings.home, active=active, candidate=shadow_version
             )
+            live = live_precision.shadow_precision(session)  # the shadow on reviewed spot checks
+            report["shadow_live_precision"] = live if live and live["version"] == shadow_version else None
     except TriageError as error:
         raise _fail(error) from error
     if as_json:
@@ -442,3 +444,9 @@ def compare_command(
             ),
         )
     console.print(table)
+    live = report["shadow_live_precision"]
+    if live is not None and live["precision"] is not None:
+        console.print(
+            f"shadow on live spot checks: automated precision {live['precision']:.3f} "
+            f"(95% interval {live['low']:.3f}-{live['high']:.3f}) on {live['automated']} spot checks"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,7 +51,7 @@ def taxonomy_init(
     review = list(plan.review)
     if Path(target).resolve() != Path(configured).resolve():
         review.insert(0, f"set TRIAGE_POLICY_DIR={target} so the pipeline and the review pages use it")
-    report = {
+    report: dict[str, Any] = {
         "policy_dir": str(target),
         "written": [str(path) for path in written],
         "intents": list(plan.taxonomy["intents"]),
