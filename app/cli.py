@@ -276,6 +276,7 @@ def status(as_json: JsonFlag = False) -> None:
     """One screen: each source's last attempt, last error and checkpoint; the backlog, review and SLA, CRM,
     models and the pause switch. A source whose last attempt failed is shown in red, with the error."""
     # The registry's rows only: models.registry imports scikit-learn, seconds of start-up for two names.
+    from models import live_precision
     from store import model_registry, observability, raw, source_status
     from store.flags import automation_paused
 
@@ -306,6 +307,7 @@ def status(as_json: JsonFlag = False) -> None:
             "shadow_model": shadow_version(session),
             "automation_paused": paused,
             "pause_reason": reason,
+            "live_precision": live_precision.monitor_report(session),
             "last_runs": [
                 {
                     "flow": r.name,
@@ -334,7 +336,9 @@ def status(as_json: JsonFlag = False) -> None:
             Text(item["last_error"], style="red") if failing and item["last_error"] else "",
         )
     out.print(sources)
-    summary = {k: v for k, v in data.items() if k not in ("sources", "last_runs")}
+    if data["live_precision"]["tasks"]:
+        out.print(live_precision_table(data["live_precision"]))
+    summary = {k: v for k, v in data.items() if k not in ("sources", "last_runs", "live_precision")}
     print_summary(summary, "status")
 
 
@@ -504,6 +508,49 @@ def automation_status(as_json: JsonFlag = False) -> None:
         console.print(f"automation {'PAUSED: ' + markup_safe(reason) if paused else 'running'}")
 
 
+@automation_app.command("tasks")
+def automation_tasks(as_json: JsonFlag = False) -> None:
+    """Each task's live automated precision on its spot checks (95% Wilson interval), and which tasks
+    the live precision monitor paused."""
+    from models import live_precision
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        report = live_precision.monitor_report(session)
+    if as_json:
+        emit(report, True)
+        return
+    console.print(live_precision_table(report))
+
+
+def live_precision_table(report: dict[str, Any]) -> SafeTable:
+    """The monitor's figures as a table (shared by `triage automation tasks`)."""
+    table = SafeTable("task", "spot checks reviewed", "precision", "95% interval", "target", "state")
+    for task in report["tasks"]:
+        interval = f"{task['low']:.3f}-{task['high']:.3f}" if task["high"] is not None else "—"
+        precision = f"{task['precision']:.3f}" if task["precision"] is not None else "—"
+        state = f"PAUSED: {task['reason']}" if task["paused"] else "automating"
+        table.add_row(
+            task["task"], str(task["reviewed"]), precision, interval, f"{task['target']:.3f}", state
+        )
+    return table
+
+
+@automation_app.command("resume-task")
+def automation_resume_task(
+    task: Annotated[str, typer.Argument(help="The decision-matrix task the live precision monitor paused.")],
+    by: Annotated[str, typer.Option(help="Who resumes it (a person).")],
+) -> None:
+    """Let a task the live precision monitor paused automate again; its live precision counts afresh."""
+    from models import live_precision
+    from store.db import transaction
+
+    runtime = _runtime()
+    with transaction(runtime.factory) as session:
+        live_precision.resume_task(session, task, by=by, now=runtime.clock())
+    console.print(f"automation of task {markup_safe(task)} resumed by {markup_safe(by)}")
+
+
 def _mount_groups() -> None:
     """Each area's command group; their modules import heavy libraries only inside commands."""
     from app.commands import data
@@ -513,6 +560,7 @@ def _mount_groups() -> None:
     from app.commands.ops import audit_app, policy_app
     from app.commands.review import review_app, users_app
     from app.commands.sla import report_app, sla_app
+    from app.commands.taxonomy import taxonomy_app
 
     db_app.command("prune")(data.db_prune)
     db_app.command("size")(data.db_size)
@@ -525,6 +573,7 @@ def _mount_groups() -> None:
         (review_app, "review"),
         (users_app, "users"),
         (policy_app, "policy"),
+        (taxonomy_app, "taxonomy"),
         (audit_app, "audit"),
         (flows_app, "flows"),
     ):

@@ -300,6 +300,30 @@ def reply_metrics(session: Session, _now: datetime) -> list[Metric]:
     return [outbox, acks, touches]
 
 
+def live_precision_metrics(session: Session, _now: datetime) -> list[Metric]:
+    """Each task's live automated precision on its reviewed spot checks (models.live_precision)."""
+    from models import live_precision
+
+    figures = GaugeMetricFamily(
+        "triage_live_precision",
+        "Live automated precision per task on reviewed spot checks: point estimate and 95% Wilson bounds.",
+        labels=["task", "bound"],
+    )
+    reviewed = GaugeMetricFamily(
+        "triage_spot_checks_reviewed", "Reviewed spot checks in each task's current window.", labels=["task"]
+    )
+    paused = GaugeMetricFamily(
+        "triage_task_paused", "1 while the live precision monitor has paused the task.", labels=["task"]
+    )
+    for task in live_precision.task_precisions(session):
+        for bound, value in (("estimate", task.precision), ("low", task.low), ("high", task.high)):
+            if value is not None:
+                figures.add_metric([task.task, bound], value)
+        reviewed.add_metric([task.task], task.reviewed)
+        paused.add_metric([task.task], int(task.paused))
+    return [figures, reviewed, paused]
+
+
 from app.owner_metrics import owner_metrics  # noqa: E402 - beside the table it joins
 
 COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
@@ -313,6 +337,7 @@ COLLECTORS: tuple[tuple[str, MetricsFn], ...] = (
     ("sources", source_metrics),
     ("replies", reply_metrics),
     ("owners", owner_metrics),  # by owner and team (app/owner_metrics.py)
+    ("live_precision", live_precision_metrics),
 )
 
 

@@ -55,6 +55,15 @@ class Taxonomy(_Strict):
         return self
 
 
+class SpotCheckPolicy(_Strict):
+    """The live precision monitor (models.live_precision): a share of automated enquiries also goes to
+    people, and a task whose live precision is surely below the model's target pauses on its own."""
+
+    share: float = Field(default=0.02, ge=0, le=1, description="Share of automated enquiries checked.")
+    min_per_day: int = Field(default=1, ge=0, description="At least this many a day per task with traffic.")
+    paused_lane: Literal["hybrid", "human_only"] = "hybrid"
+
+
 class LanePolicy(_Strict):
     version: int
     arr_review_threshold_usd: float = Field(gt=0)
@@ -63,6 +72,7 @@ class LanePolicy(_Strict):
     no_lead_intents: list[str] = Field(default_factory=list)
     arr_per_employee_usd: dict[Literal["smb", "mid_market", "enterprise"], float]
     segment_employee_bounds: dict[Literal["mid_market", "enterprise"], int]
+    spot_checks: SpotCheckPolicy = Field(default_factory=SpotCheckPolicy)
 
 
 MARKETING4 = ("predictability", "impact_of_error", "data_sensitivity", "context_depth")

@@ -8,11 +8,13 @@ active model's mistakes (people correct what looks wrong), so read `active_preci
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from store import model_registry
 from store.tables import Correction, Enquiry, ShadowPrediction
 
 
@@ -75,3 +77,40 @@ def compare(session: Session, *, active: str, shadow: str) -> dict[str, Any]:
             sum(shadow_by_enquiry[e][0] == truth[e] for e in shadow_automated), len(shadow_automated)
         ),
     }
+
+
+SINCE_PROMOTION_FIGURES = ("n", "accuracy", "coverage", "automated_precision", "oos_recall")
+
+
+def since_promotion(session: Session, home: Path, *, active: str, candidate: str) -> dict[str, Any]:
+    """Score `active` and `candidate` on every label people gave since `active` was promoted (accepted
+    proposals, corrections and spot checks; each enquiry's latest label): accuracy, coverage and
+    automated precision of both, and their difference. Loads both models (scikit-learn)."""
+    from models import registry
+    from models.evaluation import evaluate
+    from models.retraining import reviewed_rows
+
+    row = model_registry.get_version(session, active)
+    since = row.promoted_at if row is not None else None
+    reviewed = reviewed_rows(session, since=since)
+    report: dict[str, Any] = {
+        "since": since.isoformat() if since else None,
+        "n_labels": len(reviewed.labels),
+        "confirmed": sum(reviewed.confirmed),
+        "corrected": len(reviewed.labels) - sum(reviewed.confirmed),
+        "spot_checks": sum(reviewed.spot_check),
+        "active": None,
+        "candidate": None,
+        "candidate_minus_active": {},
+    }
+    if not reviewed.labels:
+        return report
+    for side, version in (("active", active), ("candidate", candidate)):
+        model = registry.load_model(session, home, version)
+        metrics = evaluate(model, reviewed.frame, reviewed.labels, oos_label=model.oos_label)
+        report[side] = {"version": version, **{key: metrics.get(key) for key in SINCE_PROMOTION_FIGURES}}
+    for key in ("accuracy", "coverage", "automated_precision"):
+        a, c = report["active"].get(key), report["candidate"].get(key)
+        if a is not None and c is not None:
+            report["candidate_minus_active"][key] = round(c - a, 6)
+    return report

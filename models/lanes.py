@@ -6,6 +6,8 @@ move the enquiry towards people (automate → hybrid → human_only), never away
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from config.policy import PRIORITY_ORDER, Policy
 from models.records import Decision, Enrichment, Lane, Prediction
 
@@ -43,8 +45,10 @@ def decide(
     policy: Policy,
     paused_reason: str | None = None,
     is_bot: bool = False,
+    paused_tasks: Mapping[str, str] | None = None,
 ) -> Decision:
-    """Choose the lane for one classified enquiry."""
+    """Choose the lane for one classified enquiry. `paused_tasks` (task → reason) are the tasks the
+    live precision monitor paused (models.live_precision): their enquiries go to people."""
     intent = prediction.intent if prediction.intent in policy.taxonomy.intents else "other"
     reasons: list[str] = []
     if is_bot:
@@ -70,6 +74,9 @@ def decide(
             lane = _towards_people(lane, Lane.HYBRID)
             what = "the CRM account's ARR" if enrichment.arr_source == "crm" else "estimated ARR"
             reasons.append(f"{what} {arr:,.0f} USD at or above {policy.lanes.arr_review_threshold_usd:,.0f}")
+    if paused_tasks and intent_policy.task in paused_tasks:
+        lane = _towards_people(lane, Lane(policy.lanes.spot_checks.paused_lane))
+        reasons.append(f"automation of task {intent_policy.task} paused: {paused_tasks[intent_policy.task]}")
     if paused_reason is not None:
         lane = _towards_people(lane, Lane(policy.lanes.paused_lane))
         reasons.append(f"automation paused: {paused_reason}")

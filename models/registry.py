@@ -15,6 +15,7 @@ import copy
 import json
 import secrets
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -261,15 +262,47 @@ def _person(name: str | None, *, what: str) -> str:
     return cleaned
 
 
-def promote(session: Session, version: str, *, approved_by: str, home: Path) -> None:
+class UnmappedLabels(ConfigError):
+    """A model with labels the taxonomy does not know: their enquiries could only go to people."""
+
+
+def unmapped_labels(row: ModelVersion, taxonomy_intents: Collection[str]) -> list[str]:
+    """The model's labels that are not intents of the taxonomy (its out-of-scope label aside: that one
+    means "not ours" and goes to people by design)."""
+    provenance = row.provenance or {}
+    oos = provenance.get("oos_label")
+    known = set(taxonomy_intents)
+    return [str(label) for label in provenance.get("labels", []) if label not in known and label != oos]
+
+
+def promote(
+    session: Session,
+    version: str,
+    *,
+    approved_by: str,
+    home: Path,
+    taxonomy_intents: Collection[str] | None = None,
+    allow_unmapped: bool = False,
+) -> list[str]:
     """Make `version` the active model, signed by a named person; the old active one is retired.
 
     Records approved_by and promoted_at on the row and a `promote` event naming the previous active
     version, which is what `rollback` returns to. A model whose files under `home` do not load is
-    refused. The caller commits.
+    refused. Given the taxonomy's intents, a model with labels outside it is refused (UnmappedLabels)
+    unless `allow_unmapped`: enquiries of such a label would silently go to people only. Returns the
+    unmapped labels (recorded with the sign-off). The caller commits.
     """
     approver = _person(approved_by, what="promotion")
     row = registered_version(session, version)
+    unmapped = unmapped_labels(row, taxonomy_intents) if taxonomy_intents is not None else []
+    if unmapped and not allow_unmapped:
+        shown = ", ".join(unmapped[:20]) + (f" and {len(unmapped) - 20} more" if len(unmapped) > 20 else "")
+        raise UnmappedLabels(
+            f"model {version} has {len(unmapped)} label(s) the taxonomy does not know: {shown}. Their "
+            "enquiries would all go to people (Human-only). Add them to the taxonomy (`triage taxonomy "
+            "init --data FILE --text-col T --label-col L` writes one from the training data), or promote "
+            "anyway with --allow-unmapped."
+        )
     check_loadable(session, home, version)
     current = repo.version_with_status(session, "active", lock=True)
     if current is not None and current.version == version:
@@ -282,7 +315,10 @@ def promote(session: Session, version: str, *, approved_by: str, home: Path) -> 
     row.promoted_at = now
     # Provenance keeps every sign-off (a model can be promoted again after a rollback); a new dict, so
     # the JSON column is seen as changed.
-    approvals = [*row.provenance.get("approvals", []), {"approved_by": approver, "at": now.isoformat()}]
+    approval: dict[str, Any] = {"approved_by": approver, "at": now.isoformat()}
+    if unmapped:
+        approval["unmapped_labels"] = unmapped
+    approvals = [*row.provenance.get("approvals", []), approval]
     row.provenance = {**row.provenance, "approvals": approvals}
     repo.add_event(
         session,
@@ -292,6 +328,7 @@ def promote(session: Session, version: str, *, approved_by: str, home: Path) -> 
         previous_active=current.version if current else None,
         created_at=now,
     )
+    return unmapped
 
 
 def rollback(session: Session, *, actor: str) -> str:

@@ -1,7 +1,9 @@
 """Retraining: base data plus people's labels → a candidate model, compared with the active one.
 
 People's labels are the `corrections` rows: a correction, or an accepted proposal (a confirmed label,
-written by `review.service.accept`); the latest label of each enquiry wins.
+written by `review.service.accept`); a reviewed spot check is one or the other. The latest label of
+each enquiry wins, and rows with the same content (subject and body, base data included) are kept
+once, with the newest label.
 
 It stops at a candidate. Promotion is a person's decision (`triage model promote V --approved-by NAME`).
 """
@@ -9,6 +11,8 @@ It stops at a candidate. Promotion is a person's decision (`triage model promote
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +27,55 @@ from models.errors import TriageError
 from models.evaluation import evaluate
 from models.starter import starter_training_frame
 from models.training import train_model
-from store.tables import Correction, Enquiry
+from store.tables import Correction, Enquiry, SpotCheck
 
 HOLDOUT_SHARE = 0.2
 # A label needs this many rows to appear on both sides of the split and still be calibrated.
 MIN_ROWS_PER_LABEL = 4
 
 
-def corrections_frame(session: Session) -> tuple[pd.DataFrame, list[str]]:
-    """Each corrected enquiry once, with its text and structured features and its latest corrected intent."""
-    latest: dict[str, str] = {}
-    for enquiry_id, intent in session.execute(
-        sa.select(Correction.enquiry_id, Correction.intent).order_by(Correction.created_at, Correction.id)
+@dataclass(frozen=True)
+class ReviewedRows:
+    """Each reviewed enquiry once, oldest label first: its features, its latest label, when that label
+    was given, whether it confirmed the model's proposal, and whether it was a spot check."""
+
+    frame: pd.DataFrame
+    labels: list[str]
+    labelled_at: list[datetime]
+    confirmed: list[bool]
+    spot_check: list[bool]
+
+
+def reviewed_rows(session: Session, *, since: datetime | None = None) -> ReviewedRows:
+    """Every enquiry people labelled (accepted = confirmed, correction = corrected, a spot check
+    either), with its latest label; only labels given at or after `since` when it is set."""
+    latest: dict[str, tuple[str, datetime]] = {}
+    proposal: dict[str, str | None] = {}
+    for enquiry_id, intent, previous, created_at in session.execute(
+        sa.select(
+            Correction.enquiry_id, Correction.intent, Correction.previous, Correction.created_at
+        ).order_by(Correction.created_at, Correction.id)
     ):
-        latest[enquiry_id] = intent
+        proposal.setdefault(enquiry_id, (previous or {}).get("intent"))
+        latest[enquiry_id] = (intent, created_at)
+    if since is not None:
+        latest = {key: value for key, value in latest.items() if value[1] >= since}
     if not latest:
-        return frame_from_texts([]), []
+        return ReviewedRows(frame_from_texts([]), [], [], [], [])
     rows = session.execute(
         sa.select(Enquiry.id, Enquiry.subject, Enquiry.body, Enquiry.channel, Enquiry.enrichment).where(
             Enquiry.id.in_(list(latest))
         )
     ).all()
-    rows = sorted(rows, key=lambda row: row.id)
+    # Oldest label first (then by id, for a stable order): deduplication keeps the newest.
+    rows = sorted(rows, key=lambda row: (latest[row.id][1], row.id))
+    spot_checked = set(
+        session.scalars(
+            sa.select(SpotCheck.enquiry_id).where(
+                SpotCheck.enquiry_id.in_(list(latest)), SpotCheck.reviewed_at.is_not(None)
+            )
+        )
+    )
     enrichment = [row.enrichment or {} for row in rows]
     frame = frame_from_texts(
         [row.body for row in rows],
@@ -53,7 +84,33 @@ def corrections_frame(session: Session) -> tuple[pd.DataFrame, list[str]]:
         free_mail=[bool(item.get("free_mail", False)) for item in enrichment],
         segments=[str(item.get("segment") or "unknown") for item in enrichment],
     )
-    return frame, [latest[row.id] for row in rows]
+    return ReviewedRows(
+        frame=frame,
+        labels=[latest[row.id][0] for row in rows],
+        labelled_at=[latest[row.id][1] for row in rows],
+        confirmed=[latest[row.id][0] == proposal[row.id] for row in rows],
+        spot_check=[row.id in spot_checked for row in rows],
+    )
+
+
+def corrections_frame(session: Session) -> tuple[pd.DataFrame, list[str]]:
+    """Each reviewed enquiry once, with its text and structured features and its latest label."""
+    reviewed = reviewed_rows(session)
+    return reviewed.frame, reviewed.labels
+
+
+def content_key(subject: str, body: str) -> str:
+    """What makes two training rows the same example: subject and body, case and spacing aside."""
+    return " ".join(f"{subject}\n{body}".lower().split())
+
+
+def deduplicate(frame: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, list[str], int]:
+    """Keep one row per content, the last one (rows come oldest first, so the newest label wins);
+    returns the rows kept, their labels and how many were dropped."""
+    keys = [content_key(str(s), str(b)) for s, b in zip(frame["subject"], frame["body"], strict=True)]
+    last = {key: index for index, key in enumerate(keys)}
+    keep = sorted(last.values())
+    return frame.iloc[keep].reset_index(drop=True), [labels[i] for i in keep], len(keys) - len(keep)
 
 
 def label_kinds(session: Session) -> dict[str, int]:
@@ -101,10 +158,20 @@ def retrain(
         base = base_frame[list(FEATURE_COLUMNS)].reset_index(drop=True)
         base_labels = base_frame["label"].astype(str).tolist()
     with factory() as session:
-        corrected, corrected_labels = corrections_frame(session)
+        reviewed = reviewed_rows(session)
         kinds = label_kinds(session)
-    frame = pd.concat([base, corrected], ignore_index=True)
-    labels = base_labels + corrected_labels
+    corrected = reviewed.frame
+    # Base data first, then people's labels oldest first: the same content keeps its newest label.
+    frame, labels, duplicates = deduplicate(
+        pd.concat([base, corrected], ignore_index=True), base_labels + reviewed.labels
+    )
+    training_rows = {
+        "base": len(base),
+        "confirmed": sum(reviewed.confirmed),
+        "corrected": len(reviewed.labels) - sum(reviewed.confirmed),
+        "spot_checks": sum(reviewed.spot_check),
+        "duplicates_dropped": duplicates,
+    }
     counts = Counter(labels)
     skipped = sorted(label for label, count in counts.items() if count < MIN_ROWS_PER_LABEL)
     keep = [label not in skipped for label in labels]
@@ -127,6 +194,7 @@ def retrain(
     candidate_metrics = evaluate(result.model, holdout_frame, holdout_labels, oos_label=oos_label)
     result.metrics["holdout"] = _summary(candidate_metrics)
     result.metrics["reviewed_labels"] = kinds  # recorded in the candidate's provenance
+    result.metrics["training_rows"] = training_rows
 
     with factory() as session, session.begin():
         version = registry.register_candidate(
@@ -136,7 +204,10 @@ def retrain(
             trained_by=trained_by,
             data_description=(
                 f"{'starter set' if base_frame is None else 'configured base data'} ({len(base)} rows) + "
-                f"{len(corrected)} corrected enquiries; {int(HOLDOUT_SHARE * 100)}% held out for comparison"
+                f"{len(corrected)} corrected enquiries ({training_rows['confirmed']} confirmed, "
+                f"{training_rows['corrected']} corrected, {training_rows['spot_checks']} spot checks; "
+                f"{duplicates} duplicate rows dropped, newest label kept); "
+                f"{int(HOLDOUT_SHARE * 100)}% held out for comparison"
             ),
         )
     active_metrics: dict[str, Any] | None = None
@@ -163,6 +234,7 @@ def retrain(
         "n_base": len(base),
         "n_corrections": len(corrected),
         "reviewed_labels": kinds,
+        "training_rows": training_rows,
         "n_train": len(train_labels),
         "n_holdout": len(holdout_labels),
         "skipped_labels": skipped,

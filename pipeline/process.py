@@ -34,6 +34,7 @@ from pipeline.isolation import DEFAULT_BUDGET_SECONDS, WorkerPool, bisect, probl
 from pipeline.normalise import RawPayload, content_hash, enquiry_id_for, is_reply_subject, normalise_subject
 from pipeline.prepare import ModelSource, Prepared, Preparer, init_worker, prepare_in_worker
 from pipeline.routing import Assignment, Router, RouteRequest, assignment_audit_row
+from pipeline.spot_checks import spot_check_items
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
@@ -106,6 +107,7 @@ class ProcessSummary:
     review_items: int = 0
     audit_rows: int = 0
     auto_replies_queued: int = 0
+    spot_checks: int = 0
     batches: int = 0
     held_back: int = 0  # records whose batch failed because of them, left pending for a later run
     stage_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -132,6 +134,7 @@ class ProcessSummary:
             "review_items": self.review_items,
             "audit_rows": self.audit_rows,
             "auto_replies_queued": self.auto_replies_queued,
+            "spot_checks": self.spot_checks,
             "batches": self.batches,
             "held_back": self.held_back,
         }
@@ -651,6 +654,7 @@ def _open_enquiries(
         summary.stage_seconds["accounts"] += time.perf_counter() - started
     started = time.perf_counter()
     paused, paused_reason = flags.automation_paused(session)
+    paused_tasks = flags.paused_tasks(session)
     predictions = [item.prediction for item in new]
     decisions = [
         decide(
@@ -660,6 +664,7 @@ def _open_enquiries(
             policy=policy,
             paused_reason=paused_reason if paused else None,
             is_bot=item.enquiry.is_bot,
+            paused_tasks=paused_tasks,
         )
         for item, enrichment, prediction in zip(new, enrichments, predictions, strict=True)
     ]
@@ -776,6 +781,10 @@ def _open_enquiries(
             summary.auto_replies_queued += queued
             summary.audit_rows += queued
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
+    # Spot checks: automated enquiries also reviewed, handled as automated all the same.
+    summary.spot_checks += enquiry_store.add_review_items(
+        session, spot_check_items(session, new, decisions, due, policy, now)
+    )
     summary.leads_queued += outbox.enqueue(
         session, [r for r in outbox_rows if r["operation"] == "upsert_lead"], now=now
     )

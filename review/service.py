@@ -24,19 +24,22 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from connectors.smtp_outbound import OutboundSettings
+from models import live_precision
 from models.errors import TriageError
+from review.choices import BUNDLED, TaxonomyChoices, intents_with
 from review.choices import INTENTS as INTENTS
 from review.choices import LANES as LANES
 from review.choices import PRIORITIES as PRIORITIES
 from review.choices import QUEUES as QUEUES
 from review.choices import ROLES as ROLES
-from review.choices import intents_with
 from sla import service as sla_service
 from store import model_registry, review_repo
 from store.common import utcnow
 from store.tables import Enquiry, ReviewItem
 
 HUMAN_POLICY_VERSION = "human"
+# Only a spot check's review item carries the automated lane (pipeline/spot_checks.py).
+SPOT_CHECK_LANE = "automate"
 MAX_TEXT_CHARS = 20_000
 
 
@@ -261,6 +264,7 @@ def accept(
         },
     )
     _audit(session, enquiry, actor=user, kind="accept", now=now, reasons=["proposal accepted"])
+    live_precision.after_review(session, enquiry.id, intent=current["intent"], by=user, now=now)
     _close(session, item, by=user, at=now)
 
 
@@ -274,14 +278,16 @@ def correct(
     queue: str,
     now: datetime | None = None,
     override: bool = False,
+    taxonomy: TaxonomyChoices = BUNDLED,
 ) -> None:
     """Record the right intent, priority and queue: a labelled example for retraining and an audit row.
 
     The enquiry and the item take the corrected values; the item stays with the person who corrected it.
+    Intents: the taxonomy's and the active model's; queues: the taxonomy's and the bundled ones.
     """
-    _check_choice("intent", intent, allowed_intents(session))
+    _check_choice("intent", intent, allowed_intents(session, taxonomy))
     _check_choice("priority", priority, PRIORITIES)
-    _check_choice("queue", queue, QUEUES)
+    _check_choice("queue", queue, taxonomy.queues)
     now = now or utcnow()
     item, enquiry = _take(session, item_id, user=user, now=now, override=override, allow_done=True)
     previous = {"intent": enquiry.intent, "priority": enquiry.priority, "queue": enquiry.queue}
@@ -306,6 +312,7 @@ def correct(
         if previous[key] != value
     ]
     _audit(session, enquiry, actor=user, kind="correction", now=now, reasons=changed or ["confirmed as is"])
+    live_precision.after_review(session, enquiry.id, intent=intent, by=user, now=now)
 
 
 def reassign(
@@ -431,9 +438,9 @@ def add_note(session: Session, item_id: int, *, user: str, text: str, now: datet
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def allowed_intents(session: Session) -> tuple[str, ...]:
+def allowed_intents(session: Session, taxonomy: TaxonomyChoices = BUNDLED) -> tuple[str, ...]:
     """The taxonomy's intents plus the active model's own (a team's trained labels)."""
-    return intents_with(model_registry.active_labels(session))
+    return intents_with(model_registry.active_labels(session), taxonomy)
 
 
 def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -508,8 +515,10 @@ def _stop_clock(session: Session, enquiry_id: str, *, by: str, at: datetime) -> 
 
 
 def _close(session: Session, item: ReviewItem, *, by: str, at: datetime) -> None:
-    """Mark the item done and stop the enquiry's resolution clock."""
+    """Mark the item done and stop the enquiry's resolution clock (not a spot check's: its enquiry was
+    automated, and its SLA stays as automated)."""
     review_repo.set_item_state(
         session, item, status="done", claimed_by=item.claimed_by, claimed_at=item.claimed_at, closed_at=at
     )
-    sla_service.stop_resolution(session, item.enquiry_id, by=by, at=at)
+    if item.lane != SPOT_CHECK_LANE:
+        sla_service.stop_resolution(session, item.enquiry_id, by=by, at=at)

@@ -32,9 +32,10 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.templating import Jinja2Templates
 
 from config.settings import Settings
-from models.errors import ConfigError
+from models.errors import ConfigError, TriageError
 from review import assignment, auth, service
 from review.auth import CurrentUser, check_csrf, current_user, db_session, require_ops
+from review.choices import TaxonomyChoices, taxonomy_choices
 from review.display import jinja_finalize
 from store import flags, review_repo
 from store.common import utcnow
@@ -218,8 +219,8 @@ def queue_page(
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
     filters = {
-        "queue": _choice(queue, service.QUEUES),
-        "intent": _choice(intent, service.allowed_intents(session)),
+        "queue": _choice(queue, _taxonomy(request).queues),
+        "intent": _choice(intent, service.allowed_intents(session, _taxonomy(request))),
         "lane": _choice(lane, service.LANES),
     }
     result = service.list_queue(
@@ -243,12 +244,17 @@ def queue_page(
         "pages": pages,
         "prev_url": f"/review?{urlencode({**query, 'page': page - 1})}" if page > 1 else None,
         "next_url": f"/review?{urlencode({**query, 'page': page + 1})}" if page < pages else None,
-        "queues": service.QUEUES,
-        "intents": service.allowed_intents(session),
+        "queues": _taxonomy(request).queues,
+        "intents": service.allowed_intents(session, _taxonomy(request)),
         "lanes": service.LANES,
         "loads": assignment.loads(session) if user.is_ops else [],  # the ops lead's load per SDR
     }
     return render(request, session, "queue.html", context, user=user)
+
+
+def _taxonomy(request: Request) -> TaxonomyChoices:
+    """The policy directory's intents and queues (re-read when taxonomy.yaml changes)."""
+    return taxonomy_choices(Path(request.app.state.settings.policy_dir))
 
 
 @router.get("/review/items/{item_id}", response_class=HTMLResponse)
@@ -269,8 +275,8 @@ def item_page(
         "view": view,
         "can_act": can_act,
         "users": [person.name for person in review_repo.list_users(session) if person.active],
-        "queues": service.QUEUES,
-        "intents": service.allowed_intents(session),
+        "queues": _taxonomy(request).queues,
+        "intents": service.allowed_intents(session, _taxonomy(request)),
         "priorities": service.PRIORITIES,
     }
     return render(request, session, "item.html", context, user=user)
@@ -333,6 +339,7 @@ def correct_item(
             queue=queue,
             now=_now(request),
             override=user.is_ops,
+            taxonomy=_taxonomy(request),
         )
 
     return _run_action(request, session, item_id, action, "Correction saved; it will teach the next model.")
@@ -630,11 +637,14 @@ def ops_models(
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
+    from models import live_precision
+
     rows = _model_rows(session)
     context = {
         "versions": rows,
         "comparison": _comparison(session, rows),
         "can_promote": _registry_installed(),
+        "shadow_live": live_precision.shadow_precision(session),
     }
     return render(request, session, "ops_models.html", context, user=user)
 
@@ -644,6 +654,7 @@ def ops_promote(
     request: Request,
     version: str = Form(..., max_length=64),
     confirm: str = Form(""),
+    allow_unmapped: str = Form(""),
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> Response:
@@ -654,7 +665,14 @@ def ops_promote(
         flash(request, "Tick the box to confirm you reviewed the shadow comparison.", "error")
         return RedirectResponse("/ops/models", status_code=303)
     try:
-        registry.promote(session, version, approved_by=user.name, home=request.app.state.settings.home)
+        registry.promote(
+            session,
+            version,
+            approved_by=user.name,
+            home=request.app.state.settings.home,
+            taxonomy_intents=_taxonomy(request).intents,
+            allow_unmapped=allow_unmapped == "yes",
+        )
         session.commit()
     except Exception as error:  # the registry's own errors say what is wrong; show them, keep the page
         session.rollback()
@@ -672,7 +690,32 @@ def ops_automation(
     user: CurrentUser = Depends(require_ops),  # noqa: B008
     session: Session = Depends(db_session),  # noqa: B008
 ) -> HTMLResponse:
-    return render(request, session, "ops_automation.html", {}, user=user)
+    from models import live_precision
+
+    report = live_precision.monitor_report(session)
+    return render(request, session, "ops_automation.html", {"live": report}, user=user)
+
+
+@router.post("/ops/automation/tasks/resume")
+def ops_resume_task(
+    request: Request,
+    task: str = Form(..., max_length=80),
+    user: CurrentUser = Depends(require_ops),  # noqa: B008
+    session: Session = Depends(db_session),  # noqa: B008
+) -> Response:
+    """Resume a task the live precision monitor paused (models.live_precision); signed by the user."""
+    from models import live_precision
+
+    try:
+        live_precision.resume_task(session, task, by=user.name, now=_now(request))
+        session.commit()
+    except TriageError as error:
+        session.rollback()
+        flash(request, f"Not resumed: {error}", "error")
+    else:
+        logger.warning("automation of task %s resumed by %s", task, user.name)
+        flash(request, f"Automation of task {task} resumed.", "ok")
+    return RedirectResponse("/ops/automation", status_code=303)
 
 
 @router.post("/ops/automation")

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.notify import Notification, Notifier
+from models import live_precision
 from models.errors import TriageError
 from sla.policies import EscalationTier, SlaPolicies, tier_time
 from store import sla_repo
@@ -112,6 +113,8 @@ def watch_pass(
         sla_repo.set_next_checks(session, next_checks)
         summary.checked = len(timers)
     deliver(factory, notifier, now=now, summary=summary)
+    # Tasks the live precision monitor paused since the last pass: the ops lead hears of them here.
+    summary.messages_sent += live_precision.deliver_pause_notices(factory, notifier, now=now)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -17,6 +17,7 @@ from store.tables import (
     ReviewItem,
     ShadowPrediction,
     SlaTimer,
+    SpotCheck,
 )
 
 
@@ -142,6 +143,7 @@ def _count(session: Session, statement: sa.Select[Any]) -> int:
 
 def totals(session: Session) -> dict[str, Any]:
     """Counts across the whole database, for summaries and status screens."""
+    spot_checks = _count(session, sa.select(sa.func.count()).select_from(SpotCheck))
     rows = session.execute(sa.select(Enquiry.lane, sa.func.count()).group_by(Enquiry.lane))
     lanes: dict[str, int] = {str(lane): int(count) for lane, count in rows}
     return {
@@ -161,7 +163,9 @@ def totals(session: Session) -> dict[str, Any]:
         "people_actions": _count(
             session, sa.select(sa.func.count()).select_from(DecisionRow).where(DecisionRow.kind != "triage")
         ),
-        "review_items": _count(session, sa.select(sa.func.count()).select_from(ReviewItem)),
+        # Spot checks (automated enquiries also reviewed) are counted apart: their enquiry was automated.
+        "review_items": _count(session, sa.select(sa.func.count()).select_from(ReviewItem)) - spot_checks,
+        "spot_checks": spot_checks,
         "review_open": _count(
             session, sa.select(sa.func.count()).select_from(ReviewItem).where(ReviewItem.status != "done")
         ),

@@ -562,3 +562,26 @@ class RoutingCursor(Base):
     team: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
     position: Mapped[int] = mapped_column(default=0, server_default="0")
     updated_at: Mapped[datetime]
+
+
+class SpotCheck(Base):
+    """An automated enquiry also sent to people to check the automated lane (issue 13): the customer was
+    handled as automated; the reviewer's label (set when they accept or correct) scores the model."""
+
+    __tablename__ = "spot_checks"
+    __table_args__ = (
+        sa.Index("ix_spot_task_selected", "task", "selected_at"),
+        sa.Index("ix_spot_task_reviewed", "task", "reviewed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    enquiry_id: Mapped[str] = mapped_column(sa.ForeignKey("enquiries.id"), unique=True)
+    task: Mapped[str] = mapped_column(sa.String(80))
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    intent: Mapped[str] = mapped_column(sa.String(80))  # what the automated lane acted on
+    reason: Mapped[str] = mapped_column(sa.String(20))  # share | daily_minimum
+    selected_at: Mapped[datetime]
+    reviewed_intent: Mapped[str | None] = mapped_column(sa.String(80))
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(100))
+    reviewed_at: Mapped[datetime | None]
+    correct: Mapped[bool | None]

@@ -312,25 +312,53 @@ def promote(
         str | None,
         typer.Option("--approved-by", help="Name of the person who signs the promotion off (required)."),
     ] = None,
+    allow_unmapped: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unmapped",
+            help="Promote even if some of the model's labels are not in the taxonomy (their enquiries "
+            "then go to people only).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a model active. Needs --approved-by NAME: a machine never promotes a model alone."""
+    """Make a model active. Needs --approved-by NAME: a machine never promotes a model alone. A model
+    whose labels are not all in the policy's taxonomy is refused unless --allow-unmapped."""
     from models import registry
+    from review.choices import taxonomy_choices
 
     settings, factory = _open()
     try:
+        taxonomy = taxonomy_choices(settings.policy_dir)
         with factory() as session, session.begin():
             previous = registry.active_version(session)
-            registry.promote(session, version, approved_by=approved_by or "", home=settings.home)
+            unmapped = registry.promote(
+                session,
+                version,
+                approved_by=approved_by or "",
+                home=settings.home,
+                taxonomy_intents=taxonomy.intents,
+                allow_unmapped=allow_unmapped,
+            )
     except TriageError as error:
         raise _fail(error) from error
-    report = {"active": version, "previous_active": previous, "approved_by": (approved_by or "").strip()}
+    report = {
+        "active": version,
+        "previous_active": previous,
+        "approved_by": (approved_by or "").strip(),
+        "unmapped_labels": unmapped,
+    }
     if as_json:
         _print_json(report)
     else:
         console.print(
             f"Model {version} is active (approved by {report['approved_by']}; previous: {previous})."
         )
+        if unmapped:
+            console.print(
+                f"[yellow]warning:[/] {len(unmapped)} label(s) not in the taxonomy go to people only: "
+                f"{markup_safe(', '.join(unmapped))}"
+            )
 
 
 @model_app.command("rollback")
@@ -360,26 +388,65 @@ def rollback(
 @model_app.command("compare")
 def compare_command(
     active: Annotated[str | None, typer.Option("--active", help="Default: the active model.")] = None,
-    shadow_version: Annotated[str | None, typer.Option("--shadow", help="Default: the shadow model.")] = None,
+    shadow_version: Annotated[
+        str | None,
+        typer.Option("--shadow", "--candidate", help="Default: the shadow model, else the newest candidate."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Shadow against active: agreement, and each model's precision on enquiries people corrected."""
-    from models import registry
-    from models.comparison import compare
+    """Candidate against active: both scored on the labels people gave since the active model was
+    promoted (accuracy, automated precision), agreement and precision on corrected enquiries."""
+    from models import live_precision, registry
+    from models.comparison import compare, since_promotion
 
-    _, factory = _open()
+    settings, factory = _open()
     try:
         with factory() as session:
             active = active or registry.active_version(session)
-            shadow_version = shadow_version or registry.shadow_version(session)
+            shadow_version = (
+                shadow_version or registry.shadow_version(session) or registry.newest_candidate(session)
+            )
             if active is None or shadow_version is None:
                 raise ConfigError(
-                    "compare needs an active and a shadow model (see `triage model shadow VERSION`)"
+                    "compare needs an active model and a candidate "
+                    "(train one, or `triage model shadow VERSION`)"
                 )
             report = compare(session, active=active, shadow=shadow_version)
+            report["since_promotion"] = since_promotion(
+                session, settings.home, active=active, candidate=shadow_version
+            )
+            live = live_precision.shadow_precision(session)  # the shadow on reviewed spot checks
+            report["shadow_live_precision"] = live if live and live["version"] == shadow_version else None
     except TriageError as error:
         raise _fail(error) from error
     if as_json:
         _print_json(report)
-    else:
-        console.print(_metrics_table(f"shadow {shadow_version} vs active {active}", report))
+        return
+    console.print(_metrics_table(f"shadow {shadow_version} vs active {active}", report))
+    recent = report["since_promotion"]
+    table = SafeTable(
+        title=(
+            f"on the {recent['n_labels']} labels since {recent['since'] or 'ever'} "
+            f"({recent['confirmed']} confirmed, {recent['corrected']} corrected, "
+            f"{recent['spot_checks']} spot checks)"
+        )
+    )
+    for column in ("model", "version", "accuracy", "automated precision", "coverage"):
+        table.add_column(column)
+    for side in ("active", "candidate"):
+        figures = recent[side] or {}
+        table.add_row(
+            side,
+            figures.get("version") or "—",
+            *(
+                "—" if figures.get(key) is None else f"{figures[key]:.3f}"
+                for key in ("accuracy", "automated_precision", "coverage")
+            ),
+        )
+    console.print(table)
+    live = report["shadow_live_precision"]
+    if live is not None and live["precision"] is not None:
+        console.print(
+            f"shadow on live spot checks: automated precision {live['precision']:.3f} "
+            f"(95% interval {live['low']:.3f}-{live['high']:.3f}) on {live['automated']} spot checks"
+        )

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from review.choices import INTENTS, PRIORITIES, QUEUES
+from review.choices import INTENTS, PRIORITIES, QUEUES, TaxonomyChoices
 from review.display import SafeTable, markup_safe
 
 # Heavy (SQLAlchemy, FastAPI and argon2 via review.auth): imported by the commands that need them.
@@ -35,6 +35,14 @@ ItemIdArg = Annotated[
     int, typer.Argument(min=1, max=2**31 - 1, help="The item id from `triage review list`.")
 ]
 UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting (an existing user).")]
+
+
+def _taxonomy() -> TaxonomyChoices:
+    """The intents and queues of the configured policy directory's taxonomy."""
+    from config.settings import Settings
+    from review.choices import taxonomy_choices
+
+    return taxonomy_choices(Settings().policy_dir)
 
 
 @contextmanager
@@ -92,14 +100,15 @@ def list_items(
     from review import service
     from store.common import utcnow
 
+    taxonomy = _taxonomy()
     for name, value, allowed in (
-        ("queue", queue, service.QUEUES),
+        ("queue", queue, taxonomy.queues),
         ("lane", lane, service.LANES),
     ):
         if value is not None and value not in allowed:
             _fail(f"{name} must be one of {', '.join(allowed)}", as_json=as_json, code=2)
     with _session() as session:
-        intents = service.allowed_intents(session)
+        intents = service.allowed_intents(session, taxonomy)
         if intent is not None and intent not in intents:
             _fail(f"intent must be one of {', '.join(intents)}", as_json=as_json, code=2)
         page = service.list_queue(
@@ -161,10 +170,15 @@ def correct_item(
     user: UserOption,
     intent: Annotated[
         str,
-        typer.Option(help=f"One of: {', '.join(INTENTS)}, or an intent the active model was trained on."),
+        typer.Option(
+            help="An intent of the policy's taxonomy (bundled: "
+            f"{', '.join(INTENTS)}) or one the active model was trained on."
+        ),
     ],
     priority: Annotated[str, typer.Option(help=f"One of: {', '.join(PRIORITIES)}.")],
-    queue: Annotated[str, typer.Option(help=f"One of: {', '.join(QUEUES)}.")],
+    queue: Annotated[
+        str, typer.Option(help=f"A queue of the policy's taxonomy (bundled: {', '.join(QUEUES)}).")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Correct the intent, priority and queue: a labelled example for the next training run."""
@@ -181,6 +195,7 @@ def correct_item(
                 priority=priority,
                 queue=queue,
                 override=actor.is_ops,
+                taxonomy=_taxonomy(),
             )
         except service.ReviewError as error:
             _fail(str(error), as_json=as_json)

@@ -88,10 +88,11 @@ def test_model_commands_end_to_end(triage_home: Path, tmp_path: Path) -> None:
     assert _json("shadow", second["version"])["active"] == first["version"]
     comparison = _json("compare")
     assert comparison["active"] == first["version"] and comparison["n_compared"] == 0
-    assert (
-        _json("promote", second["version"], "--approved-by", "Olga Ops")["previous_active"]
-        == first["version"]
-    )
+    # The second model was trained without --oos-label: its "not_ours" is a label the taxonomy lacks.
+    code, output = _run("promote", second["version"], "--approved-by", "Olga Ops")
+    assert code == 2 and OOS in output and "--allow-unmapped" in output
+    promoted = _json("promote", second["version"], "--approved-by", "Olga Ops", "--allow-unmapped")
+    assert promoted["previous_active"] == first["version"] and promoted["unmapped_labels"] == [OOS]
     rolled = _json("rollback", "--actor", "olga")
     assert rolled == {"active": first["version"], "retired": second["version"]}
     code, output = _run("rollback")

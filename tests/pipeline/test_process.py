@@ -215,7 +215,11 @@ def test_lanes_kill_switch_abstention_and_arr(
         assert lanes == {"1@x": "automate", "2@x": "human_only", "3@x": "hybrid"}
         reasons = {d.enquiry_id: d.reasons for d in session.scalars(sa.select(DecisionRow))}
         assert any("ARR" in " ".join(r) for r in reasons.values())
-        assert count(session, ReviewItem) == 2
+        # the two that go to people, and the day's spot check of the automated one (issue 13)
+        assert count(session, ReviewItem) == 3
+        assert session.scalars(sa.select(ReviewItem.lane).where(ReviewItem.lane == "automate")).all() == [
+            "automate"
+        ]
     with transaction(session_factory) as session:
         set_automation_paused(session, True, reason="model drift under investigation", by="ops")
     store(
