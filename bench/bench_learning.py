@@ -433,18 +433,21 @@ def simulate(
     jobs: int,
     show_progress: bool,
     ltt: str = "bonferroni",
+    retrain_holdout: float | None = None,
 ) -> dict[str, Any]:
     import pandas as pd
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models import training
+    from models import retraining, training
     from models.open_set import rotations
     from models.retraining import retrain
     from models.training import train_model
 
     if ltt == "fixed-sequence":  # the experiment: train_model looks the function up at each call
         training.learn_then_test = learn_then_test_fixed_sequence  # type: ignore[assignment]
+    if retrain_holdout is not None:  # the experiment: the share `retrain` keeps aside to compare models
+        retraining.HOLDOUT_SHARE = retrain_holdout
 
     train = pd.read_csv(data / "train.csv")
     test = pd.read_csv(data / "test.csv")
@@ -591,6 +594,7 @@ def simulate(
             "unknown_per_day": round(per_day * 0.25),
             "target_precision": target_precision,
             "learn_then_test": ltt,
+            "retrain_holdout_share": retraining.HOLDOUT_SHARE,
             "eval_rows": len(eval_texts),
             "eval_unknowns": int(sum(eval_unknown)),
         },
@@ -669,6 +673,13 @@ def main() -> None:
         default="bonferroni",
         help="bonferroni: the product's thresholds; fixed-sequence: the experiment (see its docstring)",
     )
+    parser.add_argument(
+        "--retrain-holdout",
+        type=float,
+        default=None,
+        help="experiment: the share retraining holds out for comparison (default: the product's 0.2); "
+        "0 keeps one row per label aside",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     if not (args.data / "train.csv").exists():
@@ -688,6 +699,7 @@ def main() -> None:
         jobs=args.jobs,
         show_progress=sys.stderr.isatty() or not args.json,
         ltt=args.ltt,
+        retrain_holdout=args.retrain_holdout,
     )
     if args.json:
         print(json.dumps(report, indent=2))
