@@ -645,6 +645,8 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    if console.width < 130:  # a pipe or a narrow terminal: the tables would be cut to 80 columns
+        console = Console(width=130)
     for key, title in (("", "that day's traffic"), ("_eval", "the fixed evaluation set (test split)")):
         table = Table(title=f"Learning curve on {title}")
         for column in (
