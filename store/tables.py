@@ -512,3 +512,33 @@ class Erasure(Base):
     requested_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     counts: Mapped[dict[str, Any]]
+
+
+class Counter(Base):
+    """Folded counts for /metrics and `triage status`, one row per family and key (store/counters.py)."""
+
+    __tablename__ = "counters"
+
+    family: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    k1: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    k2: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    k3: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[float] = mapped_column(sa.Float)
+
+
+class CounterDelta(Base):
+    """A change to a counter, appended by a trigger in the transaction that changed the counted row;
+    folded into `counters` after each intake pass. Append-only, so concurrent writers never wait."""
+
+    __tablename__ = "counter_deltas"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    family: Mapped[str] = mapped_column(sa.String(40))
+    k1: Mapped[str] = mapped_column(sa.String(200))
+    k2: Mapped[str] = mapped_column(sa.String(200))
+    k3: Mapped[str] = mapped_column(sa.String(200))
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[float] = mapped_column(sa.Float)
