@@ -334,6 +334,8 @@ class SlaTimer(Base):
         sa.UniqueConstraint("enquiry_id", "kind", name="uq_timer_enquiry_kind"),
         sa.Index("ix_timer_status_due", "status", "due_at"),
         sa.Index("ix_timer_kind_status", "kind", "status"),
+        # The SLA report reads one period's first-response timers, in start order.
+        sa.Index("ix_timer_kind_started", "kind", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
