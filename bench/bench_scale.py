@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import random
@@ -114,7 +115,7 @@ def bulk_copy(engine: Any, rounds: int, *, start_round: int, enquiries_per_round
                     ):
                         expression = _mapped_id(column.name, round_no, 32)
                     elif column.name in SUFFIXED.get(name, ()):
-                        expression = f"CASE WHEN {column.name} IS NULL THEN NULL ELSE {column.name} || '#{round_no}' END"
+                        expression = f"{column.name} || '#{round_no}'"  # NULL stays NULL
                     elif column.name == RAW_REFS.get(name):
                         expression = (
                             f"CASE WHEN {column.name} IS NULL THEN NULL ELSE {column.name} + {shift} END"
@@ -140,7 +141,8 @@ def bulk_copy(engine: Any, rounds: int, *, start_round: int, enquiries_per_round
         if postgresql:  # explicit ids above: move the sequence past them
             connection.execute(
                 sa.text(
-                    "SELECT setval(pg_get_serial_sequence('raw_records', 'id'), (SELECT max(id) FROM raw_records))"
+                    "SELECT setval(pg_get_serial_sequence('raw_records', 'id'), "
+                    "(SELECT max(id) FROM raw_records))"
                 )
             )
     with engine.connect() as connection:
@@ -240,8 +242,8 @@ def measure(env: dict[str, str], work: Path) -> dict[str, Any]:
         figures["report_csv_rows"] = sum(1 for _ in handle) - 1
     with (work / "audit.jsonl").open(encoding="utf-8") as handle:
         figures["audit_rows"] = sum(1 for _ in handle)
-    figures.update(report_s=round(report_s, 2), report_peak_mb=round(report_mb), audit_export_s=round(audit_s, 2),
-                   audit_export_peak_mb=round(audit_mb))  # fmt: skip
+    figures.update(report_s=round(report_s, 2), report_peak_mb=round(report_mb),
+                   audit_export_s=round(audit_s, 2), audit_export_peak_mb=round(audit_mb))  # fmt: skip
     for name in ("report.html", "report.csv", "audit.jsonl"):
         (work / name).unlink()
     runtime = Runtime(settings)
@@ -255,11 +257,11 @@ def measure(env: dict[str, str], work: Path) -> dict[str, Any]:
 
 
 def growth(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each figure's factor from one size to the next, normalised to a 10x step (`(b/a) ** (1/log10(sb/sa))`)."""
+    """Each figure's factor from one size to the next, normalised to a 10x step: (b/a) ** (1/log10(sb/sa))."""
     import math
 
     factors = []
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         steps = math.log10(after["size"] / before["size"])
         item: dict[str, Any] = {"from": before["size"], "to": after["size"]}
         for key, value in after.items():
@@ -352,8 +354,9 @@ def main() -> None:
                 engine.dispose()
             batch = product_batch(env, work, offset, options.batch, rng, texts, domains)
             offset += options.batch
-            row = {"size": enquiry_count(env), "made_by": made, "build_s": round(time.perf_counter() - started),
-                   **batch, **measure(env, work)}  # fmt: skip
+            build_s = round(time.perf_counter() - started)
+            row = {"size": enquiry_count(env), "made_by": made, "build_s": build_s, **batch,
+                   **measure(env, work)}  # fmt: skip
             rows.append(row)
             if not options.json:
                 print(json.dumps(row), flush=True)

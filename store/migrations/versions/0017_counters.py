@@ -1,5 +1,5 @@
 """counters for /metrics and `triage status`, kept by triggers, so a scrape costs the same at any size;
-an index for the SLA report's period of timers
+an index for the SLA report's period of timers; partial indexes that read the review queue in due order
 
 Revision ID: 0017
 Revises: 0012
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from store import counters
+from store.tables import OPEN_ITEMS, OPEN_QUEUE_INDEXES
 
 revision = "0017"
 down_revision = "0012"
@@ -47,6 +48,16 @@ def upgrade() -> None:
     )
     # The SLA report (and its CSV) streams one period's first-response timers in start order.
     op.create_index("ix_timer_kind_started", "sla_timers", ["kind", "started_at"], unique=False)
+    # The review queue reads open items in due order per filter: partial indexes over open items only.
+    for name, columns in OPEN_QUEUE_INDEXES.items():
+        op.create_index(
+            f"ix_review_open_{name}",
+            "review_items",
+            [*columns, "due_at", "id"],
+            unique=False,
+            sqlite_where=sa.text(OPEN_ITEMS),
+            postgresql_where=sa.text(OPEN_ITEMS),
+        )
     dialect = op.get_bind().dialect.name
     # The backfill and the triggers run in the migration's one transaction: no change is missed
     # between counting what is there and counting what comes.
@@ -58,6 +69,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for statement in counters.drop_trigger_ddl(op.get_bind().dialect.name):
         op.execute(statement)
+    for name in OPEN_QUEUE_INDEXES:
+        op.drop_index(f"ix_review_open_{name}", table_name="review_items")
     op.drop_index("ix_timer_kind_started", table_name="sla_timers")
     op.drop_table("counter_deltas")
     op.drop_table("counters")
