@@ -564,6 +564,7 @@ def _mount_groups() -> None:
 
     db_app.command("prune")(data.db_prune)
     db_app.command("size")(data.db_size)
+    db_app.command("recount")(data.db_recount)
     app.command("erase")(data.erase)
     for group, name in (
         (model_app, "model"),

@@ -28,12 +28,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import observability, source_status
+from store import counters, observability, source_status
 from store.common import Clock, utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["metrics"])
-CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+CONFIDENCE_BUCKETS = counters.CONFIDENCE_BUCKETS  # the triggers bin by these (store/counters.py)
 DRIFT_WINDOW = timedelta(days=7)
 PSI_ALERT = 0.2  # the usual rule of thumb: above 0.2 the population has shifted materially
 EPSILON = 1e-4
@@ -41,10 +41,10 @@ ERROR_LOG_INTERVAL_SECONDS = 60.0
 # A scrape answered within this many seconds of the last one gets the same body: several Prometheus
 # servers (or a dashboard's refreshes) cost one computation. `app.state.metrics_cache_seconds` sets it.
 CACHE_SECONDS = 5.0
-# Distributions over a whole window change slowly and cost the most to compute (they pass over an
-# index of every enquiry): when the scrape cache is on, these collectors are recomputed at most once
-# a minute, so most scrapes cost only the counts.
-SLOW_COLLECTOR_SECONDS = {"confidence": 60.0, "drift": 60.0}
+# Drift is a distribution over a week of traffic (a pass over that week's index entries): when the
+# scrape cache is on, it is recomputed at most once a minute. The counts, and the confidence
+# histogram, come from the counters (store/counters.py) and cost the same at any store size.
+SLOW_COLLECTOR_SECONDS = {"drift": 60.0}
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:

@@ -19,7 +19,7 @@ from pipeline.process import ProcessSummary, process_pending
 from pipeline.runtime import Runtime, file_source
 from store import enquiries as enquiry_store
 from store import hook_fetches as hook_fetch_store
-from store import model_registry, outbox, source_status
+from store import counters, model_registry, outbox, source_status
 from store import raw as raw_store
 from store.db import transaction
 from store.tables import FlowRun
@@ -363,7 +363,10 @@ def ensure_starter_model(runtime: Runtime) -> str:
 
 
 def record_flow_run(runtime: Runtime, name: str, summary: dict[str, Any]) -> None:
-    """Keep the last runs for `triage status` and the metrics."""
+    """Keep the last runs for `triage status` and the metrics, and fold the pass's counter deltas."""
     now = runtime.clock()
     with transaction(runtime.factory) as session:
         session.add(FlowRun(name=name, started_at=now, finished_at=now, summary=summary))
+    # Its own short transaction: reads are exact without it, it only keeps the deltas few.
+    with runtime.factory() as session:
+        counters.fold(session)

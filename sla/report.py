@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -86,7 +86,9 @@ class ReportData:
     by_touch_source: list[dict[str, Any]] = field(default_factory=list)
     acknowledged: int = 0
     acknowledgement_minutes: dict[int, float | None] = field(default_factory=dict)
-    facts: list[sla_repo.TimerFact] = field(default_factory=list)
+    per_sdr: dict[str, dict[str, int]] = field(default_factory=dict)
+    responded: int = 0
+    responded_late: int = 0
 
     @property
     def breach_rate(self) -> float:
@@ -123,29 +125,43 @@ def is_breached(fact: sla_repo.TimerFact, now: datetime) -> bool:
 def build_report(
     session: Session, policies: SlaPolicies, *, since: datetime, until: datetime, now: datetime
 ) -> ReportData:
-    """Gather every figure of the report for timers started (and enquiries received) in [since, until)."""
-    facts = sla_repo.first_response_facts(session, since=since, until=until)
-    data = ReportData(
-        since=since, until=until, generated_at=now, policy_version=policies.version, facts=facts
-    )
-    data.timers = len(facts)
-    data.breached = sum(1 for fact in facts if is_breached(fact, now))
-    data.met = sum(1 for fact in facts if fact.status == "met")
-    data.open = sum(1 for fact in facts if fact.stopped_at is None)
+    """Gather every figure of the report for timers started (and enquiries received) in [since, until).
+
+    One streamed pass over the period's timers: counts per day, channel, intent, queue, owner and SDR
+    are summed as rows arrive; only the minutes the percentiles need are kept (a float per answered
+    timer), never the rows themselves.
+    """
+    data = ReportData(since=since, until=until, generated_at=now, policy_version=policies.version)
     per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0])
-    for fact in facts:
-        counts = per_day[fact.started_at.astimezone(UTC).date()]
-        counts[0] += 1
-        counts[1] += int(is_breached(fact, now))
-    data.daily = [(day, counts[0], counts[1]) for day, counts in sorted(per_day.items())]
     response: list[float] = []
     by_source: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for fact in facts:
+    slices: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0, 0]) for name in SLICE_KEYS}
+    for fact in sla_repo.iter_first_response_facts(session, since=since, until=until):
+        breached = is_breached(fact, now)
+        data.timers += 1
+        data.breached += int(breached)
+        data.met += int(fact.status == "met")
+        data.open += int(fact.stopped_at is None)
+        counts = per_day[fact.started_at.astimezone(UTC).date()]
+        counts[0] += 1
+        counts[1] += int(breached)
+        for name, key in SLICE_KEYS.items():
+            entry = slices[name][key(fact)]
+            entry[0] += 1
+            entry[1] += int(breached)
+        sdr = data.per_sdr.setdefault(owner_of(fact), {"timers": 0, "answered": 0, "breached": 0})
+        sdr["timers"] += 1
+        sdr["answered"] += int(fact.stopped_at is not None)
+        sdr["breached"] += int(breached)
+        if fact.stopped_at is not None:
+            data.responded += 1
+            data.responded_late += int(fact.status == "breached")
         policy = policies.get(fact.policy)
         if fact.stopped_at is not None and policy is not None:
             minutes = business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar)
             response.append(minutes)
             by_source[touch_source_of(fact)].append((minutes, fact.status == "breached"))
+    data.daily = [(day, counts[0], counts[1]) for day, counts in sorted(per_day.items())]
     data.response_minutes = {p: percentile(response, p) for p in PERCENTILES}
     data.by_touch_source = [
         {
@@ -156,12 +172,8 @@ def build_report(
         }
         for source, rows in sorted(by_source.items(), key=lambda item: (-len(item[1]), item[0]))
     ]
-    data.by_channel = _slices(facts, now, lambda fact: fact.channel)
-    data.by_intent = _slices(facts, now, lambda fact: fact.intent)
-    data.by_queue = _slices(facts, now, lambda fact: fact.queue)
-    data.by_owner = _slices(facts, now, owner_of)
-    data.by_team = _slices(
-        facts, now, lambda fact: fact.team or (AUTOMATED if fact.lane == "automate" else "(no team)")
+    data.by_channel, data.by_intent, data.by_queue, data.by_owner, data.by_team = (
+        _sorted_slices(slices[name]) for name in ("channel", "intent", "queue", "owner", "team")
     )
     data.at_risk = sla_repo.at_risk_timers(session, due_before=now + AT_RISK_HORIZON)
     lanes = sla_repo.lane_counts(session, since=since, until=until)
@@ -203,17 +215,10 @@ def owner_of(fact: sla_repo.TimerFact) -> str:
 def summary_figures(data: ReportData) -> dict[str, Any]:
     """The report's headline and per-SDR figures as plain data (`triage report sla`, text and --json)."""
     now = data.generated_at
-    answered = [fact for fact in data.facts if fact.stopped_at is not None]
-    late = sum(1 for fact in answered if fact.status == "breached")
-    per_sdr: dict[str, dict[str, Any]] = {}
-    for fact in data.facts:
-        row = per_sdr.setdefault(owner_of(fact), {"timers": 0, "answered": 0, "breached": 0})
-        row["timers"] += 1
-        row["answered"] += int(fact.stopped_at is not None)
-        row["breached"] += int(is_breached(fact, now))
+    late = data.responded_late
     by_sdr = [
         {"sdr": name, **row, "breach_rate": row["breached"] / row["timers"] if row["timers"] else 0.0}
-        for name, row in per_sdr.items()
+        for name, row in data.per_sdr.items()
     ]
     by_sdr.sort(key=lambda row: (row["sdr"] in (UNASSIGNED, AUTOMATED), -row["timers"], row["sdr"]))
     return {
@@ -225,8 +230,8 @@ def summary_figures(data: ReportData) -> dict[str, Any]:
         "breach_rate": data.breach_rate,
         "met": data.met,
         "open": data.open,
-        "responded": len(answered),
-        "responded_on_time": len(answered) - late,
+        "responded": data.responded,
+        "responded_on_time": data.responded - late,
         "responded_late": late,
         "first_response_minutes": {f"p{p}": value for p, value in data.response_minutes.items()},
         "share_automated": data.share_automated,
@@ -247,14 +252,16 @@ def vars_of(item: Slice) -> dict[str, Any]:
     return {"key": item.key, "timers": item.timers, "breached": item.breached, "rate": item.rate}
 
 
-def _slices(
-    facts: Sequence[sla_repo.TimerFact], now: datetime, key: Callable[[sla_repo.TimerFact], str]
-) -> list[Slice]:
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for fact in facts:
-        entry = counts[key(fact)]
-        entry[0] += 1
-        entry[1] += int(is_breached(fact, now))
+SLICE_KEYS: dict[str, Callable[[sla_repo.TimerFact], str]] = {
+    "channel": lambda fact: fact.channel,
+    "intent": lambda fact: fact.intent,
+    "queue": lambda fact: fact.queue,
+    "owner": owner_of,
+    "team": lambda fact: fact.team or (AUTOMATED if fact.lane == "automate" else "(no team)"),
+}
+
+
+def _sorted_slices(counts: dict[str, list[int]]) -> list[Slice]:
     slices = [Slice(name, total, breached) for name, (total, breached) in counts.items()]
     return sorted(slices, key=lambda item: (-item.breached, -item.timers, item.key))
 
@@ -406,12 +413,16 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
-    """One row per first-response timer in the report; returns rows written."""
+def write_csv(
+    facts: Iterable[sla_repo.TimerFact], policies: SlaPolicies, path: Path, *, now: datetime
+) -> int:
+    """One row per first-response timer, written as the rows arrive (pass
+    `sla_repo.iter_first_response_facts` to stream from the database); returns rows written."""
+    written = 0
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
-        for fact in data.facts:
+        for fact in facts:
             policy = policies.get(fact.policy)
             minutes = (
                 round(business_minutes_between(fact.started_at, fact.stopped_at, policy.calendar), 1)
@@ -423,12 +434,13 @@ def write_csv(data: ReportData, policies: SlaPolicies, path: Path) -> int:
                 fact.owner or fact.stopped_by or "",
                 fact.started_at.isoformat(), fact.due_at.isoformat(),
                 fact.stopped_at.isoformat() if fact.stopped_at else "", fact.status,
-                int(is_breached(fact, data.generated_at)), minutes,
+                int(is_breached(fact, now)), minutes,
                 touch_source_of(fact) if fact.stopped_at is not None else "",
             ]  # fmt: skip
             # Every text cell: a spreadsheet runs one starting with = + - @ as a formula (OWASP).
             writer.writerow([csv_cell(value) for value in row])
-    return len(data.facts)
+            written += 1
+    return written
 
 
 def send_weekly_report(

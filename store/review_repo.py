@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from store.tables import (
+    OPEN_ITEMS,
     Correction,
     DecisionRow,
     Enquiry,
@@ -60,18 +61,65 @@ def _filtered(
     intent: str | None,
     lane: str | None,
     claimed_by: str | None,
+    owner: str | None = None,
 ) -> sa.Select[Any]:
-    conditions: list[sa.ColumnElement[bool]] = [ReviewItem.status.in_(OPEN_STATUSES)]
+    # Literal, not bound: the partial queue indexes (ix_review_open_*) are chosen only when the query
+    # states their predicate word for word.
+    conditions: list[sa.ColumnElement[bool]] = [sa.text(f"review_items.{OPEN_ITEMS}")]  # type: ignore[list-item]
     if queue:
         conditions.append(ReviewItem.queue == queue)
     if intent:
-        # The item keeps its enquiry's intent (ix_review_status_intent_due): no join over the enquiries.
+        # The item keeps its enquiry's intent: no join over the enquiries.
         conditions.append(ReviewItem.intent == intent)
     if lane:
         conditions.append(ReviewItem.lane == lane)
     if claimed_by:
         conditions.append(ReviewItem.claimed_by == claimed_by)
+    if owner:
+        conditions.append(ReviewItem.owner == owner)
     return statement.where(*conditions)
+
+
+def _page_ids(
+    session: Session,
+    filters: dict[str, Any],
+    *,
+    limit: int,
+    offset: int,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+) -> tuple[list[int], int]:
+    """One page of matching item ids, soonest due first and items without a due time last, and the
+    number that match in all.
+
+    Two ranges of one partial index, each read in index order: the items with a due time by
+    (due_at, id), then those without by id. A single ORDER BY (due_at IS NULL, due_at, id) would
+    sort every open item for each page.
+    """
+    total, with_due = session.execute(
+        _filtered(
+            sa.select(sa.func.count(), sa.func.count(ReviewItem.due_at)).select_from(ReviewItem), **filters
+        ).where(*where)
+    ).one()
+    ids: list[int] = []
+    if offset < with_due:
+        ids = list(
+            session.scalars(
+                _filtered(sa.select(ReviewItem.id), **filters)
+                .where(*where, ReviewItem.due_at.is_not(None))
+                .order_by(ReviewItem.due_at, ReviewItem.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+    if len(ids) < limit and total > with_due:
+        ids += session.scalars(
+            _filtered(sa.select(ReviewItem.id), **filters)
+            .where(*where, ReviewItem.due_at.is_(None))
+            .order_by(ReviewItem.id)
+            .limit(limit - len(ids))
+            .offset(max(0, offset - with_due))
+        )
+    return ids, int(total or 0)
 
 
 def queue_rows(
@@ -88,22 +136,22 @@ def queue_rows(
 ) -> tuple[list[QueueRow], int]:
     """Open and claimed items, soonest due first (no due time last), and how many match in all.
 
-    Two steps keep the page fast with many open items: order and cut the narrow item rows first, then
-    fetch the enquiry fields for just that page.
+    Two steps keep the page fast with many open items: order and cut the narrow item rows first (in
+    index order, `_page_ids`), then fetch the enquiry fields for just that page.
     """
     filters = {"queue": queue, "intent": intent, "lane": lane, "claimed_by": claimed_by}
-    # "My items" first for an SDR: the items routing gave them, then the rest, each soonest due first.
-    mine_first = [sa.case((ReviewItem.owner == owner_first, 0), else_=1)] if owner_first else []
-    owned = [ReviewItem.owner == owner] if owner else []
-    page_ids = list(
-        session.scalars(
-            _filtered(sa.select(ReviewItem.id), **filters)
-            .where(*owned)
-            .order_by(*mine_first, ReviewItem.due_at.is_(None), ReviewItem.due_at, ReviewItem.id)
-            .limit(limit)
-            .offset(offset)
+    filters["owner"] = owner
+    if owner_first:
+        # "My items" first for an SDR: the items routing gave them, then the rest, each soonest due first.
+        mine = [ReviewItem.owner == owner_first]
+        others = [sa.or_(ReviewItem.owner.is_(None), ReviewItem.owner != owner_first)]
+        page_ids, total = _page_ids(session, filters, limit=limit, offset=offset, where=mine)
+        rest, rest_total = _page_ids(
+            session, filters, limit=limit - len(page_ids), offset=max(0, offset - total), where=others
         )
-    )
+        page_ids, total = page_ids + rest, total + rest_total
+    else:
+        page_ids, total = _page_ids(session, filters, limit=limit, offset=offset)
     columns = (
         ReviewItem.id,
         ReviewItem.enquiry_id,
@@ -124,19 +172,19 @@ def queue_rows(
         Enquiry.language,
         Enquiry.enrichment,
     )
-    by_id = {
-        row[0]: QueueRow(*tuple(row))
-        for row in session.execute(
-            sa.select(*columns)
-            .join(Enquiry, Enquiry.id == ReviewItem.enquiry_id)
-            .where(ReviewItem.id.in_(page_ids))
-        )
-    }
-    rows = [by_id[item_id] for item_id in page_ids if item_id in by_id]
-    total = (
-        session.scalar(_filtered(sa.select(sa.func.count()).select_from(ReviewItem), **filters).where(*owned))
-        or 0
+    by_id = (
+        {
+            row[0]: QueueRow(*tuple(row))
+            for row in session.execute(
+                sa.select(*columns)
+                .join(Enquiry, Enquiry.id == ReviewItem.enquiry_id)
+                .where(ReviewItem.id.in_(page_ids))
+            )
+        }
+        if page_ids
+        else {}
     )
+    rows = [by_id[item_id] for item_id in page_ids if item_id in by_id]
     return rows, total
 
 

@@ -289,6 +289,17 @@ class LocalTask(Base):
     created_at: Mapped[datetime]
 
 
+# Which review items the queue shows, as SQL: the predicate of the partial queue indexes.
+OPEN_ITEMS = "status IN ('open', 'claimed')"
+OPEN_QUEUE_INDEXES: dict[str, tuple[str, ...]] = {
+    "due": (),
+    "intent_due": ("intent",),
+    "queue_due": ("queue",),
+    "lane_due": ("lane",),
+    "owner_due": ("claimed_by",),
+}
+
+
 class ReviewItem(Base):
     """An enquiry waiting for a person."""
 
@@ -298,6 +309,20 @@ class ReviewItem(Base):
         sa.Index("ix_review_status_intent_due", "status", "intent", "due_at"),
         sa.Index("ix_review_status_queue", "status", "queue"),
         sa.Index("ix_review_owner_status", "owner", "status"),
+        # The queue page: open items only (closed ones, most of a year's rows, are not in these), in
+        # due order per filter, so a page is an index range read in order, never a sort of every
+        # open item. The predicate is written literally in review_repo (partial indexes need that).
+        *(
+            sa.Index(
+                f"ix_review_open_{name}",
+                *columns,
+                "due_at",
+                "id",
+                sqlite_where=sa.text(OPEN_ITEMS),
+                postgresql_where=sa.text(OPEN_ITEMS),
+            )
+            for name, columns in OPEN_QUEUE_INDEXES.items()
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -344,6 +369,8 @@ class SlaTimer(Base):
         sa.Index("ix_timer_status_due", "status", "due_at"),
         sa.Index("ix_timer_kind_status", "kind", "status"),
         sa.Index("ix_timer_kind_source", "kind", "touch_source"),
+        # The SLA report reads one period's first-response timers, in start order.
+        sa.Index("ix_timer_kind_started", "kind", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -585,3 +612,33 @@ class SpotCheck(Base):
     reviewed_by: Mapped[str | None] = mapped_column(sa.String(100))
     reviewed_at: Mapped[datetime | None]
     correct: Mapped[bool | None]
+
+
+class Counter(Base):
+    """Folded counts for /metrics and `triage status`, one row per family and key (store/counters.py)."""
+
+    __tablename__ = "counters"
+
+    family: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    k1: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    k2: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    k3: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[float] = mapped_column(sa.Float)
+
+
+class CounterDelta(Base):
+    """A change to a counter, appended by a trigger in the transaction that changed the counted row;
+    folded into `counters` after each intake pass. Append-only, so concurrent writers never wait."""
+
+    __tablename__ = "counter_deltas"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    family: Mapped[str] = mapped_column(sa.String(40))
+    k1: Mapped[str] = mapped_column(sa.String(200))
+    k2: Mapped[str] = mapped_column(sa.String(200))
+    k3: Mapped[str] = mapped_column(sa.String(200))
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[float] = mapped_column(sa.Float)

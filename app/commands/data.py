@@ -72,10 +72,43 @@ def db_size(as_json: JsonFlag = False) -> None:
         )
 
 
+def db_recount(as_json: JsonFlag = False) -> None:
+    """Rebuild the counters /metrics and `triage status` read (store/counters.py) from the tables.
+
+    The triggers keep them exact; run this after loading rows with the triggers dropped (a bulk
+    restore) or to check them: the table says which families were off."""
+    from store import counters
+
+    runtime = _runtime()
+    with runtime.factory() as session:
+        before = counters.figures(session)
+        keys = counters.recount(session)
+        after = counters.figures(session)
+    changed = {
+        name: bool(counters.differences({name: before[name]}, {name: after[name]}))
+        for name in counters.FAMILY_NAMES
+    }
+    data = {"families": keys, "changed": changed}
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table("family", "keys", "was off", title="counters rebuilt from the tables")
+    for name in counters.FAMILY_NAMES:
+        table.add_row(name, str(keys[name]), "yes" if changed[name] else "no")
+    Console().print(table)
+
+
 def erase(
-    email: Annotated[str, typer.Option("--email", help="The person's e-mail address.")],
-    requested_by: Annotated[str, typer.Option("--requested-by", help="Who asked (kept in the tombstone).")],
+    email: Annotated[str | None, typer.Option("--email", help="The person's e-mail address.")] = None,
+    requested_by: Annotated[
+        str | None, typer.Option("--requested-by", help="Who asked (kept in the tombstone).")
+    ] = None,
     dry_run: DryRun = False,
+    list_: Annotated[
+        bool,
+        typer.Option("--list", help="List the tombstones of past erasures (newest first), erase nothing."),
+    ] = False,
+    limit: Annotated[int, typer.Option(help="With --list: at most this many.", min=1)] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """Erase one person (right to erasure): every enquiry, message, raw record, CRM lead and task, review
@@ -86,6 +119,11 @@ def erase(
     from app.commands.ops import pseudonymisation_key
     from store.erasure import erase_person
 
+    if list_:
+        list_tombstones(limit=limit, as_json=as_json)
+        return
+    if not email or not requested_by:
+        raise typer.BadParameter("--email and --requested-by are both needed (or --list)")
     runtime = _runtime()
     settings = runtime.settings
     secret = settings.pseudonymisation_key.get_secret_value() if settings.pseudonymisation_key else None
@@ -112,4 +150,42 @@ def erase(
     for name, count in result.counts.items():
         if count:
             table.add_row(escape(name.replace("_", " ")), str(count))
+    Console().print(table)
+
+
+def list_tombstones(*, limit: int, as_json: bool) -> None:
+    """The audit's erasure tombstones: who asked, when, the rows erased and the address's keyed hash."""
+    from store.erasure import tombstones
+
+    with _runtime().factory() as session:
+        rows = [
+            {
+                "id": row.id,
+                "requested_by": row.requested_by,
+                "requested_at": row.requested_at.isoformat(),
+                "completed_at": row.completed_at.isoformat() if row.completed_at else None,
+                "rows_erased": sum(int(n) for n in row.counts.values()),
+                "counts": row.counts,
+                "subject_hmac": row.subject_hmac,
+            }
+            for row in tombstones(session, limit=limit)
+        ]
+    if as_json:
+        typer.echo(json.dumps({"tombstones": rows}, indent=2))
+        return
+    if not rows:
+        console.print("no erasure has been made")
+        return
+    table = Table(
+        "id", "requested by", "requested at", "completed at", "rows", "keyed hash", title="erasures"
+    )
+    for item in rows:
+        table.add_row(
+            str(item["id"]),
+            escape(item["requested_by"]),
+            item["requested_at"],
+            item["completed_at"] or "not completed",
+            str(item["rows_erased"]),
+            item["subject_hmac"][:16] + "…",
+        )
     Console().print(table)

@@ -220,6 +220,7 @@ def report_sla_command(
     by channel, intent, queue and SDR. Prints the headline figures and writes one self-contained HTML
     page with the charts (and, with --csv, one row per timer)."""
     from sla.report import build_report, render_html, summary_figures, write_csv
+    from store import sla_repo
 
     settings = _settings()
     policies = _policies(policies_file, settings)
@@ -228,16 +229,20 @@ def report_sla_command(
     start = _day_start(since, now.date() - timedelta(days=7), "--since")
     if start >= end:
         raise typer.BadParameter("--since must be before --until", param_hint="--since")
-    with _factory(settings)() as session:
-        data = build_report(session, policies, since=start, until=end, now=now)
     if out is None:
         out = settings.reports_dir / f"sla-{start.date().isoformat()}-{end.date().isoformat()}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
+    with _factory(settings)() as session:
+        data = build_report(session, policies, since=start, until=end, now=now)
+        csv_rows = None
+        if csv_path is not None:  # streamed from the database, a batch of rows at a time
+            facts = sla_repo.iter_first_response_facts(session, since=start, until=end)
+            csv_rows = write_csv(facts, policies, csv_path, now=now)
     out.write_text(render_html(data), encoding="utf-8")
     figures = summary_figures(data)
     figures["html"] = str(out)
     if csv_path is not None:
-        figures["csv_rows"] = write_csv(data, policies, csv_path)
+        figures["csv_rows"] = csv_rows
         figures["csv"] = str(csv_path)
     if as_json:
         print(json.dumps(figures, indent=2))

@@ -44,3 +44,33 @@ def test_size_prune_and_erase_answer_for_scripts_and_people(env: dict[str, str])
     assert "nothing held for that address" in run(
         env, "erase", "--email", "nobody@nowhere.example", "--requested-by", "dpo", "--dry-run"
     )
+
+
+def test_erase_list_shows_each_tombstone_without_the_address(env: dict[str, str]) -> None:
+    assert run(env, "erase", "--list", "--json") == {"tombstones": []}
+    assert "no erasure has been made" in run(env, "erase", "--list")
+    address = "Nobody@Nowhere.example"
+    run(env, "erase", "--email", address, "--requested-by", "dpo", "--dry-run", "--json")  # no tombstone
+    first = run(env, "erase", "--email", address, "--requested-by", "dpo", "--json")
+    second = run(env, "erase", "--email", "other@nowhere.example", "--requested-by", "legal", "--json")
+
+    listed = run(env, "erase", "--list", "--json")["tombstones"]
+    assert [t["id"] for t in listed] == [second["tombstone_id"], first["tombstone_id"]]
+    assert [t["requested_by"] for t in listed] == ["legal", "dpo"]
+    assert listed[1]["subject_hmac"] == first["subject_hmac"] and listed[1]["rows_erased"] == 0
+    assert all(t["requested_at"] and t["completed_at"] for t in listed)
+    assert "nowhere.example" not in json.dumps(listed).lower()
+    assert len(run(env, "erase", "--list", "--limit", "1", "--json")["tombstones"]) == 1
+    text = run(env, "erase", "--list")
+    assert "legal" in text and "dpo" in text and "nowhere" not in text.lower()
+
+    refused = runner.invoke(app, ["erase", "--requested-by", "dpo"], env=env)
+    assert refused.exit_code != 0 and "--email" in refused.output
+
+
+def test_db_recount_reports_each_family(env: dict[str, str]) -> None:
+    data = run(env, "db", "recount", "--json")
+    assert set(data["families"]) == {
+        "raw_records", "enquiries", "confidence", "review_items", "sla_timers", "crm_outbox"
+    }  # fmt: skip
+    assert not any(data["changed"].values())

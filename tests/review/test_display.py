@@ -166,9 +166,8 @@ def test_sla_csv_quotes_every_text_cell(tmp_path: Path) -> None:
         stopped_at=None,
         status="running",
     )
-    data: Any = SimpleNamespace(facts=[fact], generated_at=NOW)
     policies: Any = SimpleNamespace(get=lambda _name: None)
-    write_csv(data, policies, tmp_path / "sla.csv")
+    write_csv([fact], policies, tmp_path / "sla.csv", now=NOW)
     (row,) = list(csv.DictReader((tmp_path / "sla.csv").open(encoding="utf-8")))
     assert (row["intent"], row["queue"], row["owner"]) == ("'-2+3", "'@queue", "'\t=1")
 

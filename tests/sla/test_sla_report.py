@@ -14,6 +14,7 @@ from sla.policies import SlaPolicies
 from sla.report import build_report, percentile, render_html, write_csv
 from sla.service import TimerStart, start_timers, stop_first_response
 from sla.watch import watch_pass
+from store import sla_repo
 from store.db import transaction
 from store.tables import DecisionRow, Enquiry, ReviewItem, SlaTimer
 from tests.sla.sla_helpers import RecordingNotifier, add_enquiries
@@ -129,7 +130,9 @@ def test_report_renders_in_chromium(
     assert 'src="http' not in html and 'href="http' not in html
     page_path = tmp_path / "report.html"
     page_path.write_text(html, encoding="utf-8")
-    rows = write_csv(data, policies, tmp_path / "report.csv")
+    with session_factory() as session:
+        facts = sla_repo.iter_first_response_facts(session, since=MONDAY - timedelta(days=1), until=NOW)
+        rows = write_csv(facts, policies, tmp_path / "report.csv", now=NOW)
     with (tmp_path / "report.csv").open(encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
     assert rows == len(table) == 4
