@@ -17,9 +17,9 @@ from pipeline.crm_sync import drain_outbox
 from pipeline.intake import IngestSummary, ingest_source
 from pipeline.process import ProcessSummary, process_pending
 from pipeline.runtime import Runtime, file_source
+from store import counters, model_registry, outbox, source_status
 from store import enquiries as enquiry_store
 from store import hook_fetches as hook_fetch_store
-from store import counters, model_registry, outbox, source_status
 from store import raw as raw_store
 from store.db import transaction
 from store.tables import FlowRun
