@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from review import service
 from store import flags, model_registry, spot_checks
 from tests.review.review_builders import NOW, add_enquiry_with_item
-from tests.review.test_review_http import client, login, settings  # noqa: F401 - fixtures
+from tests.review.test_review_http import client, login  # noqa: F401 - fixtures
 
 TASK = "create_or_update_lead"
 

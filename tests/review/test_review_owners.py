@@ -16,7 +16,6 @@ from review import assignment
 from store.tables import DecisionRow, ReviewItem, User
 from tests.review.review_builders import NOW, add_enquiry_with_item, add_users
 from tests.review.test_review_http import login
-from tests.review.test_review_http import settings as settings
 
 
 @pytest.fixture
