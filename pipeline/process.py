@@ -720,8 +720,16 @@ def _open_enquiries(
     )
     summary.timers_started += len(due)
 
+    # Spot checks: automated enquiries also reviewed, handled as automated all the same; a reviewer owns
+    # each, routed like the rest.
+    spot_rows = spot_check_items(session, new, decisions, due, policy, now)
     routing_started = time.perf_counter()
-    assignments = _route(session, context, new, enquiry_rows, decisions, now)
+    assignments = _route(
+        session, context, new, enquiry_rows, decisions, now, also={row["enquiry_id"] for row in spot_rows}
+    )
+    for spot in spot_rows:
+        if (routed := assignments.get(spot["enquiry_id"])) is not None:
+            spot.update(owner=routed.owner, team=routed.team, assigned_at=now)
     summary.stage_seconds["routing"] += time.perf_counter() - routing_started
     if assignments:
         by_id = {row["enquiry_id"]: row for row in triage_rows}
@@ -758,7 +766,9 @@ def _open_enquiries(
                     "idempotency_key": f"lead:{item.enquiry_id}",
                     "enquiry_id": item.enquiry_id,
                     "operation": "upsert_lead",
-                    "payload": lead_payload(row, item.enquiry, decision.policy_version, assigned),
+                    "payload": lead_payload(
+                        row, item.enquiry, decision.policy_version, assigned if to_people else None
+                    ),
                 }
             )
             if to_people:
@@ -781,10 +791,7 @@ def _open_enquiries(
             summary.auto_replies_queued += queued
             summary.audit_rows += queued
     summary.review_items += enquiry_store.add_review_items(session, review_rows)
-    # Spot checks: automated enquiries also reviewed, handled as automated all the same.
-    summary.spot_checks += enquiry_store.add_review_items(
-        session, spot_check_items(session, new, decisions, due, policy, now)
-    )
+    summary.spot_checks += enquiry_store.add_review_items(session, spot_rows)
     summary.leads_queued += outbox.enqueue(
         session, [r for r in outbox_rows if r["operation"] == "upsert_lead"], now=now
     )
@@ -799,8 +806,11 @@ def _route(
     rows: list[dict[str, Any]],
     decisions: list[Decision],
     now: datetime,
+    *,
+    also: set[str],
 ) -> dict[str, Assignment]:
-    """Owners for the enquiries that go to people (pipeline/routing.py)."""
+    """Owners for the enquiries that go to people, and for the automated ones in `also` (spot checks)
+    (pipeline/routing.py)."""
     if context.router is None:
         return {}
     requests = [
@@ -815,7 +825,7 @@ def _route(
             account=row["enrichment"].get("account"),
         )
         for item, row, decision in zip(new, rows, decisions, strict=True)
-        if decision.lane is not Lane.AUTOMATE
+        if decision.lane is not Lane.AUTOMATE or item.enquiry_id in also
     ]
     return context.router.route(session, requests, now=now)
 
