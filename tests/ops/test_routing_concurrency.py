@@ -63,7 +63,10 @@ def test_two_workers_never_exceed_a_members_capacity(
     results = run_two(_route_worker, url, tmp_path / "home", ((), ()))
 
     assert sum(r["enquiries"] for r in results) == RECORDS
-    assert all(r["enquiries"] > 0 for r in results), results  # both workers really routed
+    if backend == "postgresql":  # row locks: both workers claim and route side by side
+        assert all(r["enquiries"] > 0 for r in results), results
+    # SQLite's one write lock serialises the claims, so a worker that starts late may find nothing left;
+    # the capacities below hold either way.
     with factory() as session:
         owners = Counter(session.scalars(sa.select(ReviewItem.owner)))
     assert {name: owners[name] for name in CAPACITIES} == CAPACITIES  # everyone filled, nobody over
