@@ -22,7 +22,7 @@ from models.errors import FatalError, RetriableError
 from pipeline.crm_outage import OutageAlerts, note_available, note_unavailable
 from pipeline.gc_pauses import fewer_gc_pauses
 from store import local_crm, outbox
-from store.common import utcnow
+from store.common import SQLITE_WRITE_CHUNK, utcnow
 from store.db import transaction
 from store.outbox import ClaimedWrite
 
@@ -61,6 +61,8 @@ def drain_outbox(
     notifies the ops lead once.
     """
     summary = DrainSummary()
+    if factory.kw["bind"].dialect.name == "sqlite":
+        batch_size = min(batch_size, SQLITE_WRITE_CHUNK)  # the write lock, held per batch
     with fewer_gc_pauses():
         while max_batches is None or summary.batches < max_batches:
             with transaction(factory) as session:

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -38,7 +38,7 @@ from pipeline.spot_checks import spot_check_items
 from sla.service import TimerStart
 from store import enquiries as enquiry_store
 from store import flags, outbox, raw
-from store.common import Clock, lock_keys, utcnow
+from store.common import SQLITE_WRITE_CHUNK, Clock, lock_keys, utcnow
 from store.db import transaction
 from store.raw import PendingRecord
 
@@ -80,6 +80,7 @@ class PipelineContext:
     max_record_attempts: int = 3  # failed batches a record may cause before it is quarantined
     accounts: AccountMatcher | None = None  # CRM account matching, one lookup per batch (issue 12)
     router: Router | None = None  # owner routing of what goes to people (routing.yaml)
+    sqlite_write_chunk: int = SQLITE_WRITE_CHUNK  # records per write transaction on SQLite
 
     def preparer(self) -> Preparer:
         return Preparer(
@@ -180,57 +181,84 @@ def process_pending(
         # writes, not for its parsing. PostgreSQL's claim locks rows only, so it claims first.
         prepare_first = factory.kw["bind"].dialect.name == "sqlite"
         while max_batches is None or summary.batches < max_batches:
-            early: _Early | None = None
             if prepare_first:
                 early, ahead = _prepare_before_claim(
                     factory, preparer, pool, ahead, context, batch_size, summary, held_back
                 )
                 if early is None:
                     break
-            saved = summary.counts()
-            records: list[PendingRecord] = []
-            prepared: Sequence[Prepared] | None = None
-            try:
-                with transaction(factory) as session:
-                    records = raw.claim_pending(session, limit=batch_size, exclude=held_back)
-                    if not records:
-                        break
-                    ids = [record.id for record in records]
-                    if early is not None:
-                        # Another process took some of the peeked rows: prepare what was claimed, here.
-                        prepared = (
-                            early.prepared if early.ids == ids else _prepare_here(records, preparer, summary)
-                        )
-                    else:
-                        ready = ahead if ahead is not None and ahead.ids == ids else None
-                        ahead = None
-                        if pool is not None:  # the workers start on the next batch while this one is written
-                            upcoming = raw.peek_pending(
-                                session, after_id=ids[-1], limit=batch_size, exclude=held_back
-                            )
-                            if upcoming:
-                                ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
-                        if ready is not None:
-                            prepared = _wait_for(ready, summary)
-                        else:
-                            # The first batch (the workers are still starting), or another worker took
-                            # some of the rows prepared ahead: prepare it here.
-                            prepared = _prepare_here(records, preparer, summary)
-                    process_batch(session, records, context, summary, prepared)
-            except Exception as error:
-                if not records or prepared is None or _not_the_records_fault(error):
-                    raise
-                # The batch's transaction failed and no single record is named: retry it in halves,
-                # each in its own transaction, until the record at fault is found (and held back).
-                summary.restore(saved)
-                log.warning(
-                    "a batch of %d records failed (%s): isolating the record at fault", len(records), error
+                # Written in parts, each its own short transaction: the write lock is held for one
+                # part's writes, so a web hook storing a raw body waits tens of milliseconds, not a
+                # whole batch's (issue 14).
+                parts: list[_Early | None] = list(early.parts(context.sqlite_write_chunk))
+            else:
+                parts = [None]
+            for part in parts:
+                written, ahead = _claim_and_write(
+                    factory, context, preparer, part, ahead, pool, batch_size, summary, held_back
                 )
-                _isolate(factory, list(zip(records, prepared, strict=True)), context, summary, held_back)
-            summary.batches += 1
-            if on_batch is not None:
-                on_batch(len(records))
+                if not written:
+                    break
+                if on_batch is not None:
+                    on_batch(written)
+            else:
+                summary.batches += 1
+                continue
+            break
     return summary
+
+
+def _claim_and_write(
+    factory: sessionmaker[Session],
+    context: PipelineContext,
+    preparer: Preparer,
+    early: _Early | None,
+    ahead: _Ahead | None,
+    pool: WorkerPool | None,
+    batch_size: int,
+    summary: ProcessSummary,
+    held_back: set[int],
+) -> tuple[int, _Ahead | None]:
+    """Claim the next records and write them in one transaction; (records written, the batch the
+    workers prepare meanwhile). `early`: records already prepared from a peek (SQLite)."""
+    saved = summary.counts()
+    records: list[PendingRecord] = []
+    prepared: Sequence[Prepared] | None = None
+    limit = len(early.ids) if early is not None else batch_size
+    try:
+        with transaction(factory) as session:
+            records = raw.claim_pending(session, limit=limit, exclude=held_back)
+            if not records:
+                return 0, ahead
+            ids = [record.id for record in records]
+            if early is not None:
+                # Another process took some of the peeked rows: prepare what was claimed, here.
+                prepared = early.prepared if early.ids == ids else _prepare_here(records, preparer, summary)
+            else:
+                ready = ahead if ahead is not None and ahead.ids == ids else None
+                ahead = None
+                if pool is not None:  # the workers start on the next batch while this one is written
+                    upcoming = raw.peek_pending(
+                        session, after_id=ids[-1], limit=batch_size, exclude=held_back
+                    )
+                    if upcoming:
+                        ahead = _Ahead.submit(pool, upcoming, context.parse_workers)
+                if ready is not None:
+                    prepared = _wait_for(ready, summary)
+                else:
+                    # The first batch (the workers are still starting), or another worker took
+                    # some of the rows prepared ahead: prepare it here.
+                    prepared = _prepare_here(records, preparer, summary)
+            process_batch(session, records, context, summary, prepared)
+    except Exception as error:
+        if not records or prepared is None or _not_the_records_fault(error):
+            raise
+        # The batch's transaction failed and no single record is named: retry it in halves,
+        # each in its own transaction, until the record at fault is found (and held back).
+        summary.restore(saved)
+        log.warning("a batch of %d records failed (%s): isolating the record at fault", len(records), error)
+        _isolate(factory, list(zip(records, prepared, strict=True)), context, summary, held_back)
+    return len(records), ahead
 
 
 @dataclass
@@ -239,6 +267,10 @@ class _Early:
 
     ids: list[int]
     prepared: list[Prepared]
+
+    def parts(self, size: int) -> Iterator[_Early]:
+        for start in range(0, len(self.ids), size):
+            yield _Early(self.ids[start : start + size], self.prepared[start : start + size])
 
 
 def _prepare_before_claim(

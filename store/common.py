@@ -65,6 +65,12 @@ def update_by_id(session: Session, table: type[Base], columns: Sequence[str], ro
     )
 
 
+# SQLite: rows per write transaction for bulk work (the pipeline's batches, the local CRM drain). SQLite
+# has one write lock for the whole database; a part of 100 records holds it about 25 ms where a batch
+# of 500 held it about 120 ms, and a web hook storing a raw body waits for it (bench/bench_hooks.py).
+SQLITE_WRITE_CHUNK = 100
+
+
 def for_update_skip_locked(
     statement: sa.Select[Any], session: Session, *, sqlite_write_lock: bool = True
 ) -> sa.Select[Any]:
