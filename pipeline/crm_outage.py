@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from connectors.notify import Notification, Notifier
+from connectors.notify import Notification, Notifier, build_notifier, notify_settings_from
 from store import flags
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,12 @@ class OutageAlerts:
 
     notifier: Notifier | None
     alert_after: timedelta = timedelta(hours=1)
+
+    @classmethod
+    def from_settings(cls, settings: object, outage_alert_minutes: float) -> OutageAlerts:
+        """The configured notifier (`notify` settings) and the `crm.outage_alert_minutes` delay."""
+        notifier = build_notifier(notify_settings_from(settings))
+        return cls(notifier, alert_after=timedelta(minutes=outage_alert_minutes))
 
 
 def outage_since(session: Session) -> datetime | None:

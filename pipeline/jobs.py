@@ -124,16 +124,10 @@ def process(runtime: Runtime, *, on_batch: Progress | None = None) -> ProcessSum
 def sync_crm(runtime: Runtime) -> dict[str, Any]:
     """Drain the CRM outbox once. A CRM that needs a person (bad credentials) is reported, not raised:
     the enquiries are stored and their writes wait in the outbox until `triage crm check` passes."""
-    from datetime import timedelta
-
-    from connectors.notify import build_notifier, notify_settings_from
     from pipeline.crm_outage import OutageAlerts
 
     crm = runtime.settings.crm
-    alerts = OutageAlerts(
-        build_notifier(notify_settings_from(runtime.settings)),
-        alert_after=timedelta(minutes=crm.outage_alert_minutes),
-    )
+    alerts = OutageAlerts.from_settings(runtime.settings, crm.outage_alert_minutes)
     try:
         summary = drain_outbox(
             runtime.factory,

@@ -267,6 +267,7 @@ def retry(
 def sync(as_json: JsonOption = False) -> None:
     """Drain the outbox once into the configured CRM (what the intake flow does every run)."""
     from connectors.crm.factory import make_crm_backend
+    from pipeline.crm_outage import OutageAlerts
     from pipeline.crm_sync import drain_outbox
     from store import outbox
 
@@ -279,6 +280,8 @@ def sync(as_json: JsonOption = False) -> None:
             batch_size=settings.crm.batch_size,
             max_attempts=settings.crm.max_attempts,
             backoff_seconds=settings.crm.backoff_seconds,
+            # The same alert as the scheduled drain: a sync run by hand during an outage counts too.
+            alerts=OutageAlerts.from_settings(settings, settings.crm.outage_alert_minutes),
         )
     except (ConfigError, FatalError) as error:
         if as_json:
@@ -296,6 +299,7 @@ def sync(as_json: JsonOption = False) -> None:
         "failed": summary.failed,
         "batches": summary.batches,
         "stopped_by": summary.stopped_by,
+        "alerted": summary.alerted,
         "outbox": counts,
     }
     if as_json:
@@ -308,3 +312,5 @@ def sync(as_json: JsonOption = False) -> None:
     )
     if summary.stopped_by:
         console.print(f"[yellow]Stopped early:[/] {markup_safe(summary.stopped_by)}", highlight=False)
+    if summary.alerted:
+        console.print("[yellow]The CRM has been unavailable for a while: the ops lead was notified.[/]")

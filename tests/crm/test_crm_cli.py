@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,32 @@ def test_a_broken_mapping_is_reported_by_check(
     env = salesforce_env(sf_double, db_url, tmp_path) | {"TRIAGE_POLICY_DIR": str(policy)}
     checked = run(env, "check", "--json", code=1)
     assert "crm_mapping.yaml:3: lead.fields" in checked["message"] and "e_mail" in checked["message"]
+
+
+def test_sync_by_hand_during_a_long_outage_alerts_the_ops_lead_once(
+    sf_double: SalesforceDouble, db_url: str, tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    from tests.sla.sla_helpers import smtp_server
+
+    fill_outbox(session_factory, 3)
+    with smtp_server() as sink:
+        env = salesforce_env(sf_double, db_url, tmp_path) | {
+            "TRIAGE_CRM__OUTAGE_ALERT_MINUTES": "0.001",  # an outage is "long" 60 ms after it began
+            "TRIAGE_CRM__BACKOFF_SECONDS": "0.02",
+            "TRIAGE_NOTIFY__SMTP__HOST": sink.host,
+            "TRIAGE_NOTIFY__SMTP__PORT": str(sink.port),
+            "TRIAGE_NOTIFY__SMTP__STARTTLS": "false",
+            "TRIAGE_NOTIFY__RECIPIENTS": '{"ops_lead": ["ops@example.com"]}',
+        }
+        sf_double.fail_requests(10, status=503)
+        first = run(env, "sync", "--json")  # the outage begins
+        time.sleep(0.3)  # past the alert delay and the writes' backoff: the next sync retries them
+        second = run(env, "sync", "--json")
+        time.sleep(0.3)
+        third = run(env, "sync", "--json")
+    assert first["stopped_by"] and first["alerted"] is False and first["outbox"] == {"pending": 3}
+    assert second["stopped_by"] and second["alerted"] is True
+    assert third["alerted"] is False  # one alert per outage, not one per sync
+    assert len(sink.messages) == 1
+    recipients, message = sink.messages[0]
+    assert recipients == ["ops@example.com"] and "CRM unavailable" in str(message["Subject"])
