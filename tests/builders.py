@@ -9,9 +9,10 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from store.tables import Enquiry, RawRecord
+from store.tables import Enquiry, RawRecord, SlaTimer
 
 T0 = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
 
@@ -39,6 +40,28 @@ def email_bytes(
         message[name] = value
     message.set_content(body)
     return bytes(message)
+
+
+def team_answer(tag: str, *, in_reply_to: str, sent: datetime) -> bytes:
+    """An SDR's answer from the team's domain (team.example) to the customer's mail `in_reply_to`."""
+    return email_bytes(
+        message_id=f"<r{tag}@team.example>",
+        sender="Sam Seller <sdr@team.example>",
+        subject="Re: Demo request for our sales team",
+        body="Happy to show you. Does Tuesday work?",
+        in_reply_to=in_reply_to,
+        sent=sent,
+    )
+
+
+def first_response_timer(session: Session, enquiry_id: str) -> SlaTimer:
+    return session.scalars(
+        sa.select(SlaTimer).where(SlaTimer.enquiry_id == enquiry_id, SlaTimer.kind == "first_response")
+    ).one()
+
+
+def skipped_reasons(session: Session) -> list[str | None]:
+    return list(session.scalars(sa.select(RawRecord.status_reason).where(RawRecord.status == "skipped")))
 
 
 def form_json(**overrides: Any) -> bytes:

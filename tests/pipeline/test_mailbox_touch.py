@@ -15,8 +15,8 @@ from pipeline import jobs
 from pipeline.runtime import Runtime
 from sla.report import build_report, summary_figures
 from store import review_repo
-from store.tables import EnquiryMessage, RawRecord, SlaTimer
-from tests.builders import T0, email_bytes
+from store.tables import EnquiryMessage, SlaTimer
+from tests.builders import T0, email_bytes, first_response_timer, skipped_reasons, team_answer
 from tests.support.dovecot import DovecotServer, append_messages
 
 NOW = T0 + timedelta(days=2)
@@ -50,14 +50,7 @@ def test_a_team_mail_in_the_thread_stops_the_clock_at_its_date_on_the_next_run(
         enquiry_id = timer.enquiry_id
 
     answered_at = T0 + timedelta(minutes=45)
-    answer = email_bytes(
-        message_id=f"<r{tag}@team.example>",
-        sender="Sam Seller <sdr@team.example>",
-        subject="Re: Demo request for our sales team",
-        body="Happy to show you. Does Tuesday work?",
-        in_reply_to=original,
-        sent=answered_at,
-    )
+    answer = team_answer(tag, in_reply_to=original, sent=answered_at)
     # a reply to a thread nobody here knows: skipped, not an enquiry
     stray = email_bytes(
         message_id=f"<s{tag}@team.example>",
@@ -70,15 +63,11 @@ def test_a_team_mail_in_the_thread_stops_the_clock_at_its_date_on_the_next_run(
     jobs.process(runtime)
 
     with runtime.factory() as session:
-        timer = session.scalars(
-            sa.select(SlaTimer).where(SlaTimer.enquiry_id == enquiry_id, SlaTimer.kind == "first_response")
-        ).one()
+        timer = first_response_timer(session, enquiry_id)
         assert (timer.stopped_at, timer.stopped_by, timer.touch_source) == (answered_at, "sam", "mailbox")
         message = session.scalars(sa.select(EnquiryMessage)).one()
         assert (message.direction, message.author) == ("outbound", "sdr@team.example")
-        reasons = session.scalars(
-            sa.select(RawRecord.status_reason).where(RawRecord.status == "skipped")
-        ).all()
+        reasons = skipped_reasons(session)
         assert reasons == ["mail from the team's own domain that answers no enquiry"]
         data = build_report(session, runtime.sla_policies, since=T0 - timedelta(days=1), until=NOW, now=NOW)
     sources = {row["source"]: row["answered"] for row in summary_figures(data)["by_touch_source"]}

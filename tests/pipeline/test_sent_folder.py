@@ -26,8 +26,8 @@ from pipeline import jobs
 from pipeline.replies import drain_replies, enqueue_reply
 from pipeline.runtime import Runtime
 from store import review_repo
-from store.tables import Enquiry, EnquiryMessage, RawRecord, ReplyOutbox, SlaTimer
-from tests.builders import T0, email_bytes
+from store.tables import Enquiry, EnquiryMessage, RawRecord, ReplyOutbox
+from tests.builders import T0, email_bytes, first_response_timer, skipped_reasons, team_answer
 from tests.sla.sla_helpers import smtp_server
 from tests.support.dovecot import DovecotServer, append_messages
 
@@ -93,14 +93,7 @@ def test_a_team_mail_appended_to_inbox_or_sent_stops_the_clock_on_the_next_triag
     assert json.loads(first.stdout)["enquiries"] == 1
 
     answered_at = T0 + timedelta(minutes=45)
-    answer = email_bytes(
-        message_id=f"<r{tag}@team.example>",
-        sender="Sam Seller <sdr@team.example>",
-        subject="Re: Demo request for our sales team",
-        body="Happy to show you. Does Tuesday work?",
-        in_reply_to=original,
-        sent=answered_at,
-    )
+    answer = team_answer(tag, in_reply_to=original, sent=answered_at)
     # a new mail the team wrote (prospecting), from an address outside the team domains: not an enquiry
     prospecting = email_bytes(
         message_id=f"<p{tag}@gmail.example>",
@@ -122,9 +115,7 @@ def test_a_team_mail_appended_to_inbox_or_sent_stops_the_clock_on_the_next_triag
     runtime = Runtime(settings)
     with runtime.factory() as session:
         [enquiry] = session.scalars(sa.select(Enquiry)).all()
-        timer = session.scalars(
-            sa.select(SlaTimer).where(SlaTimer.enquiry_id == enquiry.id, SlaTimer.kind == "first_response")
-        ).one()
+        timer = first_response_timer(session, enquiry.id)
         assert (timer.stopped_at, timer.stopped_by, timer.touch_source) == (
             answered_at,
             "sdr@team.example",
@@ -135,9 +126,7 @@ def test_a_team_mail_appended_to_inbox_or_sent_stops_the_clock_on_the_next_triag
         by_source = dict(
             session.execute(sa.select(RawRecord.source, sa.func.count()).group_by(RawRecord.source)).all()
         )
-        reasons = session.scalars(
-            sa.select(RawRecord.status_reason).where(RawRecord.status == "skipped")
-        ).all()
+        reasons = skipped_reasons(session)
         if where == "sent":
             assert by_source == {"imap:sales": 1, "imap:sales:sent": 2}
             assert reasons == ["mail in the Sent folder that answers no enquiry"]
