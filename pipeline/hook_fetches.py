@@ -2,7 +2,9 @@
 
 An event waits in `hook_fetches` until its contact is read. Each pass reads the due events in one
 batched API call per 100, stores each contact with its event as a raw record under the event's key
-(so a re-run adds nothing), and marks the events fetched, in one transaction. A contact HubSpot does
+(so a re-run adds nothing), and marks the events fetched. The API call runs outside any transaction:
+the claim leases the events (their next attempt moves `LEASE` ahead) and commits, so no lock is held
+while the API answers or times out (on SQLite, web hooks would wait for it). A contact HubSpot does
 not know is stored too, with the reason, and quarantined by the pipeline: nothing is dropped. While
 the API is down the events wait with capped backoff and the error, which `triage status` shows.
 """
@@ -13,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +30,9 @@ from store.tables import HookFetch
 
 log = logging.getLogger(__name__)
 STATUS_SOURCE = "hubspot:contacts"
+# How long claimed events are another pass's to skip: past it (this process died mid-call), they are
+# claimed again; their raw records' keys make a second store add nothing.
+LEASE = timedelta(minutes=10)
 
 
 class ContactReader(Protocol):
@@ -51,14 +56,21 @@ def fetch_waiting(
         rows = hook_fetches.claim_due(session, now=now, limit=limit)
         if not rows:
             return summary
+        claimed = [row.id for row in rows]
         ids = [str(json.loads(row.payload).get("objectId")) for row in rows]
-        try:
-            contacts = reader.read_contacts(ids)
-        except Exception as error:  # the API down, or the token refused: the events wait
-            message = str(error) if isinstance(error, TriageError) else f"{error.__class__.__name__}: {error}"
-            log.warning("HubSpot contacts could not be read (%d events wait): %s", len(rows), message)
-            hook_fetches.mark_retry(rows, error=message, now=now)
-            summary.error = message
+        hook_fetches.lease(rows, until=now + LEASE)
+    contacts: dict[str, dict[str, object]] = {}
+    try:
+        contacts = reader.read_contacts(ids)
+    except Exception as error:  # the API down, or the token refused: the events wait
+        message = str(error) if isinstance(error, TriageError) else f"{error.__class__.__name__}: {error}"
+        log.warning("HubSpot contacts could not be read (%d events wait): %s", len(ids), message)
+        summary.error = message
+    with transaction(factory) as session:
+        rows = hook_fetches.waiting_with_ids(session, claimed)
+        ids = [str(json.loads(row.payload).get("objectId")) for row in rows]
+        if summary.error is not None:
+            hook_fetches.mark_retry(rows, error=summary.error, now=now)
         else:
             _store(session, rows, ids, contacts, now=now, summary=summary)
             hook_fetches.mark_fetched(rows, now=now)

@@ -47,6 +47,22 @@ def claim_due(session: Session, *, now: datetime, limit: int) -> list[HookFetch]
     return list(session.scalars(for_update_skip_locked(statement, session)))
 
 
+def waiting_with_ids(session: Session, ids: Sequence[int]) -> list[HookFetch]:
+    """These events, still waiting (leased by this pass), oldest first."""
+    statement = (
+        sa.select(HookFetch)
+        .where(HookFetch.id.in_(list(ids)), HookFetch.status == WAITING)
+        .order_by(HookFetch.id)
+    )
+    return list(session.scalars(statement))
+
+
+def lease(rows: Sequence[HookFetch], *, until: datetime) -> None:
+    """Claimed for an API call made outside this transaction: other passes skip them until `until`."""
+    for row in rows:
+        row.next_attempt_at = until
+
+
 def mark_fetched(rows: Sequence[HookFetch], *, now: datetime) -> None:
     for row in rows:
         row.status, row.fetched_at, row.last_error = FETCHED, now, None

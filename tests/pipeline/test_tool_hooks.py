@@ -335,6 +335,38 @@ def test_hubspot_events_wait_for_their_contact_which_becomes_the_enquiry(
     assert fetch_waiting(factory, down, clock=lambda: NOW + timedelta(hours=1)).fetched == 0
 
 
+def test_no_lock_is_held_while_hubspot_answers_and_a_second_pass_skips_the_leased_events(
+    client: TestClient, factory: sessionmaker[Session]
+) -> None:
+    deliver(client, "hubspot", "crm", fixture("hubspot_contact_creation.json"))
+    contact = json.loads(fixture("hubspot_contacts_batch_read.json"))["results"][0]
+    api = hubspot_api({"1246978": contact}, [], fail=[])
+    during: dict[str, object] = {}
+
+    class SlowHubSpot:
+        """HubSpot answering while the rest of the product goes on."""
+
+        def read_contacts(self, ids: list[str]) -> dict[str, dict[str, object]]:
+            # A web hook stores its delivery meanwhile: on SQLite it would wait for a held write lock
+            # (30 s, then "database is locked") if the claim's transaction were still open.
+            during["hook"] = deliver(
+                client, "typeform", "website-demo", fixture("typeform_form_response.json")
+            )
+            during["second_pass"] = fetch_waiting(factory, api, clock=lambda: NOW)
+            return api.read_contacts(ids)
+
+    result = fetch_waiting(factory, SlowHubSpot(), clock=lambda: NOW)
+    hook = during["hook"]
+    assert isinstance(hook, httpx.Response) and hook.status_code == 200, hook
+    second = during["second_pass"]
+    assert (second.fetched, second.missing, second.error) == (0, 0, None)  # type: ignore[attr-defined]
+    assert (result.fetched, result.error) == (1, None)
+    with factory() as session:
+        assert {row.status for row in session.scalars(sa.select(HookFetch))} == {"fetched"}
+        keys = list(session.scalars(sa.select(RawRecord.external_key)))
+    assert len(keys) == len(set(keys))
+
+
 def test_a_contact_hubspot_does_not_know_is_quarantined_not_dropped(
     client: TestClient, factory: sessionmaker[Session], context: PipelineContext
 ) -> None:
