@@ -34,6 +34,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 ItemIdArg = Annotated[
     int, typer.Argument(min=1, max=2**31 - 1, help="The item id from `triage review list`.")
 ]
+HoursOption = Annotated[
+    str | None,
+    typer.Option(
+        help='The user\'s own working hours in their --timezone, e.g. "Mon-Fri 09:00-17:00" (";" between '
+        'windows); "team" (the default) uses the team\'s hours from routing.yaml.'
+    ),
+]
 UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting (an existing user).")]
 
 
@@ -345,17 +352,14 @@ def add_user(
     crm_user_id: Annotated[
         str | None, typer.Option(help="The user's CRM id (OwnerId on Salesforce).")
     ] = None,
+    hours: HoursOption = None,
 ) -> None:
     """Create an account for the review pages, with what owner routing needs."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from review import auth
     from store import review_repo
 
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        _fail(f"unknown time zone {timezone!r}: use an IANA name like Europe/Berlin", as_json=False, code=2)
+    _check_zone(timezone)
+    stored_hours = _hours_text(hours)
     team_names = _team_list(teams)
 
     if role not in auth.ROLES:
@@ -375,8 +379,30 @@ def add_user(
         user.timezone = timezone
         user.email = email
         user.crm_user_id = crm_user_id
+        user.working_hours = stored_hours
         session.commit()
     print(f"user {name} added ({role})")
+
+
+def _check_zone(timezone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail(f"unknown time zone {timezone!r}: use an IANA name like Europe/Berlin", as_json=False, code=2)
+
+
+def _hours_text(hours: str | None) -> str | None:
+    """The canonical text to store for --hours (None: the team's hours); exits 2 naming the mistake."""
+    from config.routing import HoursError, format_hours, parse_hours
+
+    if hours is None or hours.strip().lower() == "team":
+        return None
+    try:
+        return format_hours(parse_hours(hours))
+    except HoursError as error:
+        _fail(f"--hours: {error}", as_json=False, code=2)
 
 
 def _team_list(teams: str) -> list[str]:
@@ -395,19 +421,56 @@ def set_user(
     away: Annotated[
         bool | None, typer.Option("--away/--back", help="Away users get no new items; --back returns them.")
     ] = None,
+    hours: HoursOption = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone of the working hours, e.g. Europe/Berlin.")
+    ] = None,
+    capacity: Annotated[
+        int | None, typer.Option(min=0, help="Most open items routing gives this user.")
+    ] = None,
+    weight: Annotated[int | None, typer.Option(min=1, help="Relative share in assignment.")] = None,
+    teams: Annotated[str | None, typer.Option(help="Comma-separated teams (replaces the list).")] = None,
 ) -> None:
-    """Change a user's routing state: mark them away or back."""
+    """Change a user's routing fields: away or back, working hours, time zone, capacity, weight, teams.
+
+    Items already routed keep their owner; `triage review route-again` moves them by the new fields.
+    """
     from store import review_repo
 
-    if away is None:
-        _fail("nothing to change: pass --away or --back", as_json=False, code=2)
+    if all(value is None for value in (away, hours, timezone, capacity, weight, teams)):
+        _fail(
+            "nothing to change: pass --away/--back, --hours, --timezone, --capacity, --weight or --teams",
+            as_json=False,
+            code=2,
+        )
+    if timezone is not None:
+        _check_zone(timezone)
+    stored_hours = _hours_text(hours)
     with _session() as session:
         user = review_repo.get_user(session, name)
         if user is None:
             _fail(f"no user named {name!r}", as_json=False)
-        user.away = bool(away)
+        changed: list[str] = []
+        if away is not None:
+            user.away = away
+            changed.append("away" if away else "back")
+        if hours is not None:
+            user.working_hours = stored_hours
+            changed.append(f"hours {stored_hours or 'of the team'}")
+        if timezone is not None:
+            user.timezone = timezone
+            changed.append(f"time zone {timezone}")
+        if capacity is not None:
+            user.capacity = capacity
+            changed.append(f"capacity {capacity}")
+        if weight is not None:
+            user.weight = weight
+            changed.append(f"weight {weight}")
+        if teams is not None:
+            user.teams = ",".join(_team_list(teams))
+            changed.append(f"teams {user.teams or '(none)'}")
         session.commit()
-    print(f"user {name} {'away' if away else 'back'}")
+    print(f"user {name}: {', '.join(changed)}")
 
 
 def _set_active(name: str, active: bool) -> int:
@@ -482,6 +545,7 @@ def list_users(as_json: JsonOption = False) -> None:
                 "capacity": user.capacity,
                 "weight": user.weight,
                 "timezone": user.timezone,
+                "working_hours": user.working_hours,  # None: the team's hours
                 "email": user.email,
                 "crm_user_id": user.crm_user_id,
                 "away": user.away,
@@ -494,4 +558,7 @@ def list_users(as_json: JsonOption = False) -> None:
         return
     for user in users:
         state = "away" if user["away"] else "active" if user["active"] else "inactive"
-        print(f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open")
+        hours = f"{user['working_hours']} {user['timezone']}" if user["working_hours"] else "team hours"
+        print(
+            f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open\t{hours}"
+        )
