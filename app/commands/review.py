@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -331,6 +332,90 @@ def answered_item(
         f"item {item_id} recorded as answered",
         as_json=as_json,
     )
+
+
+@review_app.command("route-again")
+def route_again(
+    user: UserOption,
+    team: Annotated[str | None, typer.Option(help="Only items of this team (or pool).")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only items routed to this user.")] = None,
+    unassigned: Annotated[
+        bool, typer.Option("--unassigned", help="Only items without an owner (held in the pool).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would move; change nothing.")] = False,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now", help="Route as at this instant (ISO 8601 with offset): what working hours see."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Route open items again whose owner can no longer hold them: none, away, disabled or over capacity.
+
+    After `triage users set NAME --away` or a lowered `--capacity`: the items move by routing.yaml as
+    intake routes (account owner, rules, round robin or least loaded, capacity, working hours, fallback
+    pool); the rest keep their owner. Each move is audited under --user (an ops lead or admin) with
+    from, to and why. Exits 1 when --user may not do it, 2 on bad arguments.
+    """
+    from config.routing import load_routing
+    from config.settings import Settings
+    from pipeline.routing import Router
+    from review import assignment
+    from store.common import utcnow
+
+    if unassigned and owner is not None:
+        _fail("--unassigned and --owner exclude each other", as_json=as_json, code=2)
+    instant = utcnow()
+    if now is not None:
+        try:
+            instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        except ValueError:
+            _fail(f"--now {now!r} is not an ISO 8601 date-time", as_json=as_json, code=2)
+        if instant.tzinfo is None:
+            _fail(f"--now {now!r} has no UTC offset; add one, e.g. +00:00 or Z", as_json=as_json, code=2)
+    settings = Settings()
+    router = Router(load_routing(settings.policy_dir))
+    if team is not None and team not in router.policy.teams and team not in router.policy.pools:
+        names = sorted({*router.policy.teams, *router.policy.pools})
+        _fail(f"team must be one of {', '.join(names)} (routing.yaml)", as_json=as_json, code=2)
+    with _session() as session:
+        actor = _acting_user(session, user, as_json=as_json)
+        if not actor.is_ops:
+            _fail(
+                f"{actor.name} is an {actor.role}: routing again is for an ops lead or admin", as_json=as_json
+            )
+        result = assignment.route_again(
+            session, router, by=actor.name, now=instant, team=team, owner=owner, unassigned=unassigned
+        )
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    payload = {
+        "dry_run": dry_run,
+        "moved": [move.as_dict() for move in result.moved],
+        "unchanged": [move.as_dict() for move in result.unchanged],
+        "kept": result.kept,
+        "skipped": [{"item_id": item_id, "why": why} for item_id, why in result.skipped],
+    }
+    if as_json:
+        print(json.dumps({"ok": True, **payload}))
+        return
+    verb = "would move" if dry_run else "moved"
+    table = SafeTable(title=f"{verb} {len(result.moved)} item(s); {result.kept} kept their owner")
+    for column in ("id", "from", "to", "team", "why"):
+        table.add_column(column)
+    for move in result.moved:
+        table.add_row(
+            str(move.item_id), move.previous or "(nobody)", move.owner or "(pool)", move.team or "", move.why
+        )
+    console = Console(markup=True, highlight=False)
+    console.print(table)
+    if result.unchanged:
+        console.print(f"{len(result.unchanged)} item(s) still without an owner: everyone away or at capacity")
+    for item_id, why in result.skipped:
+        console.print(Text(f"item {item_id} left alone: {why}"))
 
 
 @users_app.command("add")
