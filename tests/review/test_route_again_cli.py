@@ -182,3 +182,36 @@ def test_refusals(six_items: dict[int, str | None], args: list[str], code: int, 
     result = runner.invoke(app, ["review", "route-again", "--json", *args])
     assert result.exit_code == code, result.output
     assert says in json.loads(result.output)["error"]
+
+
+def test_a_disabled_owners_items_move_but_one_claimed_by_a_colleague_stays(
+    six_items: dict[int, str | None], session_factory: sessionmaker[Session]
+) -> None:
+    ids = list(six_items)
+    cli("review", "claim", str(ids[0]), "--user", "ben")  # ben works on one of ana's items
+    cli("users", "disable", "ana")
+    result = route_again()
+    assert [(m["item_id"], m["from"], m["why"]) for m in result["moved"]] == [
+        (ids[3], "ana", "ana is not an active user")
+    ]
+    assert result["skipped"] == [{"item_id": ids[0], "why": "claimed by ben, who is working on it"}]
+    with session_factory() as session:
+        kept = session.get(ReviewItem, ids[0])
+        assert kept is not None and (kept.owner, kept.claimed_by, kept.status) == ("ana", "ben", "claimed")
+
+
+def test_moves_respect_working_hours_at_the_given_instant(
+    six_items: dict[int, str | None], session_factory: sessionmaker[Session]
+) -> None:
+    ids = list(six_items)
+    # ben works Berlin mornings, cy Tokyo hours; at 08:00 UTC on a Wednesday ben (09:00) is working and
+    # cy (17:00) has just stopped, so ana's items go to ben although the rotation would give one to cy.
+    cli("users", "set", "ben", "--timezone", "Europe/Berlin", "--hours", "Mon-Fri 08:00-12:00")
+    cli("users", "set", "cy", "--timezone", "Asia/Tokyo", "--hours", "Mon-Fri 09:00-17:00")
+    cli("users", "set", "ana", "--away")
+    moved = route_again("--now", "2026-11-18T08:00:00Z")["moved"]
+    assert [(m["item_id"], m["to"]) for m in moved] == [(ids[0], "ben"), (ids[3], "ben")]
+    # At 01:00 UTC cy is at 10:00 in Tokyo and ben asleep: the rotation's next is cy.
+    cli("users", "set", "ben", "--away")
+    late = route_again("--now", "2026-11-19T01:00:00Z")["moved"]
+    assert {m["to"] for m in late} == {"cy"} and len(late) == 4  # ben's items, all to cy
