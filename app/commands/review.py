@@ -515,16 +515,22 @@ def set_user(
     ] = None,
     weight: Annotated[int | None, typer.Option(min=1, help="Relative share in assignment.")] = None,
     teams: Annotated[str | None, typer.Option(help="Comma-separated teams (replaces the list).")] = None,
+    email: Annotated[str | None, typer.Option(help="The user's e-mail address.")] = None,
+    crm_user_id: Annotated[
+        str | None, typer.Option(help="The user's CRM id (OwnerId on Salesforce).")
+    ] = None,
 ) -> None:
-    """Change a user's routing fields: away or back, working hours, time zone, capacity, weight, teams.
+    """Change a user's routing fields: away or back, working hours, time zone, capacity, weight, teams,
+    e-mail and CRM user id.
 
     Items already routed keep their owner; `triage review route-again` moves them by the new fields.
     """
     from store import review_repo
 
-    if all(value is None for value in (away, hours, timezone, capacity, weight, teams)):
+    if all(value is None for value in (away, hours, timezone, capacity, weight, teams, email, crm_user_id)):
         _fail(
-            "nothing to change: pass --away/--back, --hours, --timezone, --capacity, --weight or --teams",
+            "nothing to change: pass --away/--back, --hours, --timezone, --capacity, --weight, --teams, "
+            "--email or --crm-user-id",
             as_json=False,
             code=2,
         )
@@ -554,6 +560,12 @@ def set_user(
         if teams is not None:
             user.teams = ",".join(_team_list(teams))
             changed.append(f"teams {user.teams or '(none)'}")
+        if email is not None:
+            user.email = email or None
+            changed.append(f"e-mail {email or '(none)'}")
+        if crm_user_id is not None:
+            user.crm_user_id = crm_user_id or None
+            changed.append(f"CRM user id {crm_user_id or '(none)'}")
         session.commit()
     print(f"user {name}: {', '.join(changed)}")
 

@@ -296,3 +296,27 @@ def test_bad_hours_or_zone_are_refused_before_anything_is_stored(
     names = [user["name"] for user in json.loads(cli("users", "list", "--json"))]
     assert names == ["ana"]
     assert json.loads(cli("users", "list", "--json"))[0]["working_hours"] is None
+
+
+def test_users_set_changes_each_routing_field(cli_env: str) -> None:
+    add_user("ana", "--teams", "sales")
+    said = cli(
+        "users", "set", "ana", "--away", "--hours", "Tue-Sat 10:00-18:00", "--timezone", "Asia/Tokyo",
+        "--capacity", "3", "--weight", "2", "--teams", "Support, sales", "--email", "ana@team.example",
+        "--crm-user-id", "005ANA",
+    )  # fmt: skip
+    assert "hours Tue-Sat 10:00-18:00" in said and "capacity 3" in said
+    [ana] = json.loads(cli("users", "list", "--json"))
+    assert {
+        key: ana[key] for key in ("away", "working_hours", "timezone", "capacity", "weight", "teams")
+    } == {
+        "away": True,
+        "working_hours": "Tue-Sat 10:00-18:00",
+        "timezone": "Asia/Tokyo",
+        "capacity": 3,
+        "weight": 2,
+        "teams": ["support", "sales"],
+    }
+    assert (ana["email"], ana["crm_user_id"]) == ("ana@team.example", "005ANA")
+    nothing = runner.invoke(app, ["users", "set", "ana"])
+    assert nothing.exit_code == 2 and "nothing to change" in nothing.output
