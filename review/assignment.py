@@ -213,7 +213,8 @@ def route_again(
             sa.select(Enquiry).where(Enquiry.id.in_([i.enquiry_id for i, _ in moving]))
         )
     }
-    previous = {item.id: item.owner for item, _ in moving}
+    # Read before the updates below (the session keeps the items in step with them).
+    previous = {item.id: (item.owner, item.team, item.assigned_at) for item, _ in moving}
     # The moving items leave their owners' counts before routing counts the loads.
     for item, _ in moving:
         routing_repo.set_owner(session, item.id, owner=None, team=item.team, now=now)
@@ -224,10 +225,10 @@ def route_again(
     for item, why in moving:
         enquiry = enquiries[item.enquiry_id]
         assignment = assignments[enquiry.id]
-        was = previous[item.id]
+        was, team_was, assigned_at = previous[item.id]
         move = Move(item.id, enquiry.id, was, assignment.owner, assignment.team, why, assignment.reason)
-        if assignment.owner == was and assignment.team == item.team:
-            routing_repo.set_owner(session, item.id, owner=was, team=item.team, now=item.assigned_at or now)
+        if assignment.owner == was:  # still nobody free: the item stays as it was, unaudited
+            routing_repo.set_owner(session, item.id, owner=was, team=team_was, now=assigned_at or now)
             result.unchanged.append(move)
             continue
         routing_repo.set_owner(session, item.id, owner=assignment.owner, team=assignment.team, now=now)

@@ -149,8 +149,17 @@ def test_unassigned_items_find_an_owner_once_someone_is_back(
     run_pipeline(session_factory, 2, "later")
     waiting = [item_id for item_id, owner in owners(session_factory).items() if owner is None]
     assert len(waiting) == 2
-    still = route_again("--unassigned")
+
+    def held() -> set[tuple[int, str | None, str | None, object]]:
+        with session_factory() as session:
+            rows = session.scalars(sa.select(ReviewItem).where(ReviewItem.id.in_(waiting)))
+            return {(i.id, i.owner, i.team, i.assigned_at) for i in rows}
+
+    before = held()
+    assert {(owner, team) for _, owner, team, _ in before} == {(None, "overflow")}
+    still = route_again("--unassigned", "--now", "2026-11-25T09:00:00Z")
     assert still["moved"] == [] and len(still["unchanged"]) == 2
+    assert reroute_rows(session_factory) == [] and held() == before  # nothing changed, nothing audited
     cli("users", "set", "ben", "--back")
     moved = route_again("--unassigned", "--team", "overflow")["moved"]
     assert [(m["item_id"], m["from"], m["to"]) for m in moved] == [(i, None, "ben") for i in waiting]
