@@ -23,9 +23,10 @@ class _Strict(BaseModel):
 
 
 class WorkingHours(_Strict):
-    """When members work, in each member's own time zone (`triage users add --timezone`)."""
+    """When members work, in each member's own time zone (`triage users add --timezone`): a team's or
+    pool's hours in routing.yaml, or one window of a member's own (`parse_hours`)."""
 
-    days: list[Day] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], min_length=1)
+    days: list[Day] = Field(default_factory=lambda: list(DAYS[:5]), min_length=1)  # Mon-Fri
     start: time = time(9, 0)
     end: time = time(17, 30)
 

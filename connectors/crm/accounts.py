@@ -180,9 +180,9 @@ class LocalAccountDirectory:
                 session, {parent for domain in domains.values() for parent in parent_domains(domain)}
             )
         for email, domain in domains.items():
-            row = next((by_domain[p] for p in parent_domains(domain) if p in by_domain), None)
-            if row is not None:
-                found[email] = self._match("account_domain", row)
+            hit = next((by_domain[p] for p in parent_domains(domain) if p in by_domain), None)
+            if hit is not None:
+                found[email] = self._match("account_domain", hit)
         return found
 
     def _match(self, rule: Rule, row: account_store.AccountRow) -> AccountMatch:
