@@ -1,8 +1,10 @@
 """Owner routing: who gets an enquiry that needs people (config/defaults/routing.yaml).
 
-In order: the account's owner (active, not away, under capacity); else the team the first territory
-rule picks, round robin or least loaded among its members who are available; else the fallback pool;
-else whoever is under capacity though not in working hours. Every assignment carries its reason, written
+In order: the account's owner (active, not away, under capacity, in working hours); else the team the
+first territory rule picks, round robin or least loaded among its members who are available; else the
+fallback pool; else the account owner or whoever is under capacity though not in working hours.
+Working hours are each member's own (`triage users set NAME --hours`) when set, else their team's
+from routing.yaml, always in the member's time zone. Every assignment carries its reason, written
 as an audit row. The members' rows are locked while a batch is routed (store/routing_repo.py), so two
 workers never give one person more than their capacity, and the round-robin cursor is a row shared by
 every worker and run.
@@ -56,14 +58,17 @@ class _State:
 
 
 def working_now(member: Member, hours: WorkingHours | None, now: datetime) -> bool:
-    """Whether `now` falls in `hours` in the member's time zone (always, without hours)."""
-    if hours is None:
+    """Whether `now` falls in the member's working hours in their own time zone: their own hours
+    (`triage users set NAME --hours`) when set, else `hours` (the team's or pool's); always when neither."""
+    windows = member.hours if member.hours is not None else (hours,) if hours is not None else None
+    if windows is None:
         return True
     try:
         local = now.astimezone(ZoneInfo(member.timezone))
     except (ZoneInfoNotFoundError, ValueError):
         local = now
-    return DAYS[local.weekday()] in hours.days and hours.start <= local.time() < hours.end
+    day, clock = DAYS[local.weekday()], local.time()
+    return any(day in window.days and window.start <= clock < window.end for window in windows)
 
 
 class Router:
@@ -102,15 +107,23 @@ class Router:
     def _one(self, request: RouteRequest, state: _State, now: datetime, *, exclude: str | None) -> Assignment:
         team, rule = self.team_for(request)
         owner = state.members.get(request.account_owner or "")
+        # An account owner who is free but outside their hours still comes before strangers when
+        # nobody is working now (they know the account and answer first thing in their morning).
+        resting_owner: Member | None = None
         if self.policy.account_owner_first and request.account_owner:
-            if owner is not None and owner.name != exclude and self._free(owner, state):
+            free = owner is not None and owner.name != exclude and self._free(owner, state)
+            if owner is not None and free and working_now(owner, self._home_hours(owner, team), now):
                 return self._give(
                     owner,
                     owner.teams[0] if owner.teams else team,
                     state,
                     f"account owner of {request.account or 'the account'}",
                 )
-            why = "unknown or inactive" if owner is None else "away" if owner.away else "at capacity"
+            if owner is not None and free:
+                resting_owner = owner
+                why = "outside working hours"
+            else:
+                why = "unknown or inactive" if owner is None else "away" if owner.away else "at capacity"
             skipped = f"account owner {request.account_owner} {why}; "
         else:
             skipped = ""
@@ -149,6 +162,14 @@ class Router:
                 state,
                 f"{skipped}team {team} ({by_rule}): {why}; fallback pool {pool_name}, least loaded",
             )
+        if resting_owner is not None:
+            return self._give(
+                resting_owner,
+                resting_owner.teams[0] if resting_owner.teams else team,
+                state,
+                f"{skipped}team {team} and pool {pool_name}: nobody working now; "
+                f"account owner of {request.account or 'the account'}, under capacity",
+            )
         anyone = candidates or in_pool
         if anyone:
             return self._give(
@@ -163,6 +184,11 @@ class Router:
             f"{skipped}team {team} and pool {pool_name}: everyone away or at capacity; "
             f"held in pool {pool_name} until someone is free",
         )
+
+    def _home_hours(self, member: Member, team: str) -> WorkingHours | None:
+        """The team hours that apply to a member outside a team pick: their first team's (else `team`'s)."""
+        home = member.teams[0] if member.teams and member.teams[0] in self.policy.teams else team
+        return self.policy.teams[home].working_hours
 
     def _free(self, member: Member, state: _State) -> bool:
         return not member.away and state.loads.get(member.name, 0) < member.capacity

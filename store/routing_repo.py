@@ -15,6 +15,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from config.routing import HoursError, WorkingHours, parse_hours
 from store.common import insert_ignore
 from store.tables import ReviewItem, RoutingCursor, User
 
@@ -34,6 +35,20 @@ class Member:
     timezone: str
     away: bool
     crm_user_id: str | None
+    # The user's own hours in `timezone`; None: the team's (or pool's) hours from routing.yaml.
+    hours: tuple[WorkingHours, ...] | None = None
+
+
+def member_hours(text: str | None) -> tuple[WorkingHours, ...] | None:
+    """A user's stored hours; None when unset. `triage users` validates before storing, so a row
+    that does not parse was edited by hand: it counts as unset (the team's hours) rather than
+    stopping routing for everyone."""
+    if not text:
+        return None
+    try:
+        return parse_hours(text)
+    except HoursError:
+        return None
 
 
 def _member(user: User) -> Member:
@@ -47,6 +62,7 @@ def _member(user: User) -> Member:
         timezone=user.timezone or "UTC",
         away=user.away,
         crm_user_id=user.crm_user_id,
+        hours=member_hours(user.working_hours),
     )
 
 

@@ -462,6 +462,9 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(sa.String(320))
     crm_user_id: Mapped[str | None] = mapped_column(sa.String(64))
     away: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # The user's own working hours in `timezone`, as `config.routing.format_hours` writes them
+    # ("Mon-Fri 09:00-17:00"); None: the team's hours from routing.yaml (migration 0018).
+    working_hours: Mapped[str | None] = mapped_column(sa.String(200))
 
 
 class WebSession(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -33,6 +34,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 # Item ids are INTEGER columns (32-bit on PostgreSQL): larger ones are refused as bad arguments (exit 2).
 ItemIdArg = Annotated[
     int, typer.Argument(min=1, max=2**31 - 1, help="The item id from `triage review list`.")
+]
+HoursOption = Annotated[
+    str | None,
+    typer.Option(
+        help='The user\'s own working hours in their --timezone, e.g. "Mon-Fri 09:00-17:00" (";" between '
+        'windows); "team" (the default) uses the team\'s hours from routing.yaml.'
+    ),
 ]
 UserOption = Annotated[str, typer.Option("--user", "-u", help="The person acting (an existing user).")]
 
@@ -326,6 +334,90 @@ def answered_item(
     )
 
 
+@review_app.command("route-again")
+def route_again(
+    user: UserOption,
+    team: Annotated[str | None, typer.Option(help="Only items of this team (or pool).")] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only items routed to this user.")] = None,
+    unassigned: Annotated[
+        bool, typer.Option("--unassigned", help="Only items without an owner (held in the pool).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would move; change nothing.")] = False,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now", help="Route as at this instant (ISO 8601 with offset): what working hours see."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Route open items again whose owner can no longer hold them: none, away, disabled or over capacity.
+
+    After `triage users set NAME --away` or a lowered `--capacity`: the items move by routing.yaml as
+    intake routes (account owner, rules, round robin or least loaded, capacity, working hours, fallback
+    pool); the rest keep their owner. Each move is audited under --user (an ops lead or admin) with
+    from, to and why. Exits 1 when --user may not do it, 2 on bad arguments.
+    """
+    from config.routing import load_routing
+    from config.settings import Settings
+    from pipeline.routing import Router
+    from review import assignment
+    from store.common import utcnow
+
+    if unassigned and owner is not None:
+        _fail("--unassigned and --owner exclude each other", as_json=as_json, code=2)
+    instant = utcnow()
+    if now is not None:
+        try:
+            instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        except ValueError:
+            _fail(f"--now {now!r} is not an ISO 8601 date-time", as_json=as_json, code=2)
+        if instant.tzinfo is None:
+            _fail(f"--now {now!r} has no UTC offset; add one, e.g. +00:00 or Z", as_json=as_json, code=2)
+    settings = Settings()
+    router = Router(load_routing(settings.policy_dir))
+    if team is not None and team not in router.policy.teams and team not in router.policy.pools:
+        names = sorted({*router.policy.teams, *router.policy.pools})
+        _fail(f"team must be one of {', '.join(names)} (routing.yaml)", as_json=as_json, code=2)
+    with _session() as session:
+        actor = _acting_user(session, user, as_json=as_json)
+        if not actor.is_ops:
+            _fail(
+                f"{actor.name} is an {actor.role}: routing again is for an ops lead or admin", as_json=as_json
+            )
+        result = assignment.route_again(
+            session, router, by=actor.name, now=instant, team=team, owner=owner, unassigned=unassigned
+        )
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    payload = {
+        "dry_run": dry_run,
+        "moved": [move.as_dict() for move in result.moved],
+        "unchanged": [move.as_dict() for move in result.unchanged],
+        "kept": result.kept,
+        "skipped": [{"item_id": item_id, "why": why} for item_id, why in result.skipped],
+    }
+    if as_json:
+        print(json.dumps({"ok": True, **payload}))
+        return
+    verb = "would move" if dry_run else "moved"
+    table = SafeTable(title=f"{verb} {len(result.moved)} item(s); {result.kept} kept their owner")
+    for column in ("id", "from", "to", "team", "why"):
+        table.add_column(column)
+    for move in result.moved:
+        table.add_row(
+            str(move.item_id), move.previous or "(nobody)", move.owner or "(pool)", move.team or "", move.why
+        )
+    console = Console(markup=True, highlight=False)
+    console.print(table)
+    if result.unchanged:
+        console.print(f"{len(result.unchanged)} item(s) still without an owner: everyone away or at capacity")
+    for item_id, why in result.skipped:
+        console.print(Text(f"item {item_id} left alone: {why}"))
+
+
 @users_app.command("add")
 def add_user(
     name: str,
@@ -345,17 +437,14 @@ def add_user(
     crm_user_id: Annotated[
         str | None, typer.Option(help="The user's CRM id (OwnerId on Salesforce).")
     ] = None,
+    hours: HoursOption = None,
 ) -> None:
     """Create an account for the review pages, with what owner routing needs."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from review import auth
     from store import review_repo
 
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        _fail(f"unknown time zone {timezone!r}: use an IANA name like Europe/Berlin", as_json=False, code=2)
+    _check_zone(timezone)
+    stored_hours = _hours_text(hours)
     team_names = _team_list(teams)
 
     if role not in auth.ROLES:
@@ -375,8 +464,30 @@ def add_user(
         user.timezone = timezone
         user.email = email
         user.crm_user_id = crm_user_id
+        user.working_hours = stored_hours
         session.commit()
     print(f"user {name} added ({role})")
+
+
+def _check_zone(timezone: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail(f"unknown time zone {timezone!r}: use an IANA name like Europe/Berlin", as_json=False, code=2)
+
+
+def _hours_text(hours: str | None) -> str | None:
+    """The canonical text to store for --hours (None: the team's hours); exits 2 naming the mistake."""
+    from config.routing import HoursError, format_hours, parse_hours
+
+    if hours is None or hours.strip().lower() == "team":
+        return None
+    try:
+        return format_hours(parse_hours(hours))
+    except HoursError as error:
+        _fail(f"--hours: {error}", as_json=False, code=2)
 
 
 def _team_list(teams: str) -> list[str]:
@@ -395,19 +506,68 @@ def set_user(
     away: Annotated[
         bool | None, typer.Option("--away/--back", help="Away users get no new items; --back returns them.")
     ] = None,
+    hours: HoursOption = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA zone of the working hours, e.g. Europe/Berlin.")
+    ] = None,
+    capacity: Annotated[
+        int | None, typer.Option(min=0, help="Most open items routing gives this user.")
+    ] = None,
+    weight: Annotated[int | None, typer.Option(min=1, help="Relative share in assignment.")] = None,
+    teams: Annotated[str | None, typer.Option(help="Comma-separated teams (replaces the list).")] = None,
+    email: Annotated[str | None, typer.Option(help="The user's e-mail address.")] = None,
+    crm_user_id: Annotated[
+        str | None, typer.Option(help="The user's CRM id (OwnerId on Salesforce).")
+    ] = None,
 ) -> None:
-    """Change a user's routing state: mark them away or back."""
+    """Change a user's routing fields: away or back, working hours, time zone, capacity, weight, teams,
+    e-mail and CRM user id.
+
+    Items already routed keep their owner; `triage review route-again` moves them by the new fields.
+    """
     from store import review_repo
 
-    if away is None:
-        _fail("nothing to change: pass --away or --back", as_json=False, code=2)
+    if all(value is None for value in (away, hours, timezone, capacity, weight, teams, email, crm_user_id)):
+        _fail(
+            "nothing to change: pass --away/--back, --hours, --timezone, --capacity, --weight, --teams, "
+            "--email or --crm-user-id",
+            as_json=False,
+            code=2,
+        )
+    if timezone is not None:
+        _check_zone(timezone)
+    stored_hours = _hours_text(hours)
     with _session() as session:
         user = review_repo.get_user(session, name)
         if user is None:
             _fail(f"no user named {name!r}", as_json=False)
-        user.away = bool(away)
+        changed: list[str] = []
+        if away is not None:
+            user.away = away
+            changed.append("away" if away else "back")
+        if hours is not None:
+            user.working_hours = stored_hours
+            changed.append(f"hours {stored_hours or 'of the team'}")
+        if timezone is not None:
+            user.timezone = timezone
+            changed.append(f"time zone {timezone}")
+        if capacity is not None:
+            user.capacity = capacity
+            changed.append(f"capacity {capacity}")
+        if weight is not None:
+            user.weight = weight
+            changed.append(f"weight {weight}")
+        if teams is not None:
+            user.teams = ",".join(_team_list(teams))
+            changed.append(f"teams {user.teams or '(none)'}")
+        if email is not None:
+            user.email = email or None
+            changed.append(f"e-mail {email or '(none)'}")
+        if crm_user_id is not None:
+            user.crm_user_id = crm_user_id or None
+            changed.append(f"CRM user id {crm_user_id or '(none)'}")
         session.commit()
-    print(f"user {name} {'away' if away else 'back'}")
+    print(f"user {name}: {', '.join(changed)}")
 
 
 def _set_active(name: str, active: bool) -> int:
@@ -482,6 +642,7 @@ def list_users(as_json: JsonOption = False) -> None:
                 "capacity": user.capacity,
                 "weight": user.weight,
                 "timezone": user.timezone,
+                "working_hours": user.working_hours,  # None: the team's hours
                 "email": user.email,
                 "crm_user_id": user.crm_user_id,
                 "away": user.away,
@@ -494,4 +655,7 @@ def list_users(as_json: JsonOption = False) -> None:
         return
     for user in users:
         state = "away" if user["away"] else "active" if user["active"] else "inactive"
-        print(f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open")
+        hours = f"{user['working_hours']} {user['timezone']}" if user["working_hours"] else "team hours"
+        print(
+            f"{user['name']}\t{user['role']}\t{state}\t{user['open_items']}/{user['capacity']} open\t{hours}"
+        )

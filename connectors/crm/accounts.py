@@ -180,9 +180,9 @@ class LocalAccountDirectory:
                 session, {parent for domain in domains.values() for parent in parent_domains(domain)}
             )
         for email, domain in domains.items():
-            row = next((by_domain[p] for p in parent_domains(domain) if p in by_domain), None)
-            if row is not None:
-                found[email] = self._match("account_domain", row)
+            hit = next((by_domain[p] for p in parent_domains(domain) if p in by_domain), None)
+            if hit is not None:
+                found[email] = self._match("account_domain", hit)
         return found
 
     def _match(self, rule: Rule, row: account_store.AccountRow) -> AccountMatch:
@@ -209,7 +209,7 @@ class LocalAccountDirectory:
 # Salesforce answers a GET of more than 16,384 bytes of URI with 414: each query's IN list stays well
 # below it, and several queries of one step travel in one composite batch request (up to 25 each).
 MAX_QUERY_URI_BYTES = 12_000
-COMPOSITE_BATCH_LIMIT = 25
+COMPOSITE_BATCH_LIMIT = 25  # as connectors/crm/salesforce.py (not imported: simple-salesforce is heavy)
 
 
 class SalesforceAccountDirectory:
@@ -224,7 +224,11 @@ class SalesforceAccountDirectory:
         self._crm = crm
         self._settings = settings
         self._free_mail = free_mail
-        self.round_trips = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Requests the lookups made (a page past the first 2,000 records of a query is one more)."""
+        return self._crm.lookup_round_trips
 
     def _account_fields(self) -> list[str]:
         s = self._settings
@@ -315,7 +319,8 @@ class SalesforceAccountDirectory:
         )
 
     def _select(self, sobject: str, fields: list[str], where: str, values: list[str]) -> list[dict[str, Any]]:
-        """Every record of `sobject` whose `where` is one of `values`: one round trip."""
+        """Every record of `sobject` whose `where` is one of `values`: one round trip, and one more for
+        each further page of 2,000 records (query_many follows nextRecordsUrl until each is done)."""
         head = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {where} IN ("
         queries: list[str] = []
         chunk: list[str] = []
@@ -333,7 +338,6 @@ class SalesforceAccountDirectory:
         records: list[dict[str, Any]] = []
         for start in range(0, len(queries), COMPOSITE_BATCH_LIMIT):
             group = queries[start : start + COMPOSITE_BATCH_LIMIT]
-            self.round_trips += 1
             for answer in self._crm.query_many(group):
                 records.extend(answer.get("records", []))
         return records

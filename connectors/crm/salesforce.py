@@ -23,11 +23,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COLLECTION_LIMIT = 200  # records per sObject Collections request (Salesforce's limit)
+COMPOSITE_BATCH_LIMIT = 25  # subrequests in one composite/batch request (Salesforce's limit)
 QUERY_CHUNK = 100  # external ids per SOQL IN (...) lookup, far below the 100,000-character query limit
 Reaction = Literal["reauthenticate", "retry", "record", "fatal"]
 
@@ -279,6 +281,7 @@ class SalesforceCrm:
         self._session.mount("https://", _TimeoutAdapter(settings.timeout_seconds))
         self._client: Salesforce | None = None
         self.logins = 0
+        self.lookup_round_trips = 0  # requests made by query_many, pages followed included
 
     @property
     def external_id_field(self) -> str:
@@ -694,18 +697,44 @@ class SalesforceCrm:
         return cast(dict[str, Any], self._rest(f"sobjects/{sobject}/describe") or {})
 
     def query_many(self, soqls: Sequence[str]) -> list[dict[str, Any]]:
-        """Run up to 25 SOQL queries in one round trip (a composite batch request when several)."""
-        if len(soqls) == 1:
-            return [cast(dict[str, Any], self._rest("query", params={"q": soqls[0]}) or {})]
+        """Run up to 25 SOQL queries in one round trip (a composite batch request when several), every
+        record of each: Salesforce answers 2,000 records at a time, so the queries not `done` are
+        followed by their `nextRecordsUrl`, the next pages of all of them together in one batch."""
+        first = self._get_many([("query", {"q": soql}) for soql in soqls])
+        records = [list(answer.get("records") or []) for answer in first]
+        pending: dict[int, str] = {
+            index: url for index, answer in enumerate(first) if (url := _next_url(answer)) is not None
+        }
+        while pending:
+            indexes = list(pending)[:COMPOSITE_BATCH_LIMIT]
+            pages = self._get_many([(_data_path(pending[index]), {}) for index in indexes])
+            for index, page in zip(indexes, pages, strict=True):
+                records[index].extend(page.get("records") or [])
+                url = _next_url(page)
+                if url:
+                    pending[index] = url
+                else:
+                    del pending[index]
+        return [
+            {"totalSize": answer.get("totalSize", len(rows)), "done": True, "records": rows}
+            for answer, rows in zip(first, records, strict=True)
+        ]
+
+    def _get_many(self, paths: Sequence[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+        """GET each (path under /services/data/vXX.X/, query parameters) in one round trip."""
+        self.lookup_round_trips += 1
+        if len(paths) == 1:
+            path, params = paths[0]
+            return [cast(dict[str, Any], self._rest(path, params=params or None) or {})]
         version = self._settings.api_version
+        urls = [
+            f"v{version}/{path}" + (f"?{urlencode(params, quote_via=quote)}" if params else "")
+            for path, params in paths
+        ]
         answer = self._rest(
             "composite/batch",
             method="POST",
-            json={
-                "batchRequests": [
-                    {"method": "GET", "url": f"v{version}/query?q={quote(soql, safe='')}"} for soql in soqls
-                ]
-            },
+            json={"batchRequests": [{"method": "GET", "url": url} for url in urls]},
         )
         results = []
         for item in (answer or {}).get("results", []):
@@ -714,7 +743,20 @@ class SalesforceCrm:
                 message = detail[0].get("message") if isinstance(detail, list) and detail else detail
                 raise FatalError(f"Salesforce refused a lookup query: {message}")
             results.append(cast(dict[str, Any], item.get("result") or {}))
+        if len(results) != len(paths):
+            raise FatalError(f"Salesforce answered {len(results)} of {len(paths)} lookup queries")
         return results
+
+
+def _next_url(answer: dict[str, Any]) -> str | None:
+    """The next page of a query answer, None when it was the last."""
+    url = answer.get("nextRecordsUrl")
+    return None if answer.get("done", True) or not url else str(url)
+
+
+def _data_path(url: str) -> str:
+    """`/services/data/v59.0/query/01g...-2000` -> `query/01g...-2000` (a path under the API version)."""
+    return re.sub(r"^(?:https://[^/]+)?/services/data/v[\d.]+/", "", url)
 
 
 # -- helpers -------------------------------------------------------------------------------------------

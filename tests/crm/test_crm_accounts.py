@@ -143,3 +143,75 @@ def test_check_names_missing_fields(sf_double: SalesforceDouble, mapping: LeadMa
 def test_domains_are_normalised() -> None:
     assert normalise_domain("https://www.BigCo.example/about") == "bigco.example"
     assert normalise_domain(" WWW.bigco.example. ") == "bigco.example"
+
+
+def test_lookups_follow_next_records_url_past_2000_rows(
+    sf_double: SalesforceDouble, mapping: LeadMapping
+) -> None:
+    """Each lookup's answer is longer than Salesforce's page of 2,000 records, with the record that
+    decides the match behind the first page: without following nextRecordsUrl those are lost."""
+    assert sf_double.query_batch_size == 2000  # the double pages as Salesforce does
+    many = 2100
+    # Contacts by e-mail: a shared inbox recorded 2,100 times, then the one contact that matters.
+    shared = sf_double.add_record("Account", Name="Shared", Domain__c="shared.example", CreatedDate="2020")
+    for n in range(many):
+        sf_double.add_record("Contact", LastName=f"S{n}", Email="info@shared.example", AccountId=shared)
+    late = sf_double.add_record(
+        "Account", Name="Late Co", Domain__c="late.example", AnnualRevenue=75000, OwnerId="005LATE",
+        Type="Customer - Direct", CreatedDate="2020",
+    )  # fmt: skip
+    sf_double.add_record("Contact", LastName="Cfo", Email="cfo@elsewhere.example", AccountId=late)
+    # Leads by e-mail: 2,100 duplicates of one lead, then the lead that matters.
+    for n in range(many):
+        sf_double.add_record(
+            "Lead", LastName=f"D{n}", Company="Dupes", Email="sales@dupes.example", OwnerId="005D"
+        )
+    sf_double.add_record(
+        "Lead", LastName="Lee", Company="Leadco", Email="lee@leadco.example", OwnerId="005LEE"
+    )
+    # Accounts by domain: twin A, 2,100 accounts on one domain, then twin B and the late account's domain.
+    twin_a = sf_double.add_record("Account", Name="Twin A", Domain__c="twin2.example", CreatedDate="2019")
+    for n in range(many):
+        sf_double.add_record("Account", Name=f"Crowd {n}", Domain__c="crowded.example", CreatedDate="2021")
+    twin_b = sf_double.add_record("Account", Name="Twin B", Domain__c="twin2.example", CreatedDate="2022")
+    lone = sf_double.add_record(
+        "Account", Name="Lone", Domain__c="lone.example", OwnerId="005LONE", CreatedDate="2020"
+    )
+    # Contact counts for the tiebreaker: A's 1,200 come first, B's 1,300 after, so the first page of
+    # the count query holds all of A's and only 800 of B's.
+    for n in range(1200):
+        sf_double.add_record("Contact", LastName=f"A{n}", AccountId=twin_a)
+    for n in range(1300):
+        sf_double.add_record("Contact", LastName=f"B{n}", AccountId=twin_b)
+
+    lookups = directory(sf_double, mapping)
+    found = lookups.lookup(
+        ["info@shared.example", "cfo@elsewhere.example", "sales@dupes.example", "lee@leadco.example",
+         "buyer@twin2.example", "buyer@lone.example", "buyer@crowded.example"]
+    )  # fmt: skip
+    assert (found["info@shared.example"].rule, found["info@shared.example"].account_id) == (
+        "contact_email",
+        shared,
+    )
+    cfo = found["cfo@elsewhere.example"]  # row 2,101 of the contact query
+    assert (cfo.rule, cfo.account_id, cfo.arr, cfo.owner_crm_id) == (
+        "contact_email",
+        late,
+        75000.0,
+        "005LATE",
+    )
+    lee = found["lee@leadco.example"]  # row 2,101 of the lead query
+    assert (lee.rule, lee.owner_crm_id, lee.name) == ("lead_email", "005LEE", "Leadco")
+    assert found["sales@dupes.example"].rule == "lead_email"
+    lone_match = found["buyer@lone.example"]  # the last row of the domain query
+    assert (lone_match.rule, lone_match.account_id, lone_match.owner_crm_id) == (
+        "account_domain",
+        lone,
+        "005LONE",
+    )
+    # B has more contacts (1,300 to 1,200) although A is older and the first page saw only 800 of B's.
+    assert found["buyer@twin2.example"].account_id == twin_b
+    assert found["buyer@crowded.example"].rule == "account_domain"
+    # Four steps (contacts, leads, accounts, contact counts), each one request for its first page and
+    # one for its second: pages are followed, and never one query per value.
+    assert lookups.round_trips == 8

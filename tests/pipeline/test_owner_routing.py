@@ -223,3 +223,100 @@ def test_metrics_break_down_by_owner_and_team(cli_env: str, session_factory: ses
         for s in families["triage_review_open_by_owner"].samples
     ]
     assert samples == [("ana", "sales", 3)]
+
+
+def sales_hours_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bundled policy with the sales team working Mon-Fri 09:00-17:00 (each member's zone)."""
+    import shutil
+
+    from config.settings import DEFAULT_POLICY_DIR
+
+    target = tmp_path / "policy"
+    shutil.copytree(DEFAULT_POLICY_DIR, target)
+    routing = target / "routing.yaml"
+    text = routing.read_text(encoding="utf-8")
+    bundled = "    strategy: least_loaded\n    # working_hours:"
+    assert bundled in text
+    routing.write_text(
+        text.replace(
+            bundled, '    strategy: least_loaded\n    working_hours: {start: "09:00", end: "17:00"}\n    #'
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("TRIAGE_POLICY_DIR", str(target))
+    return target
+
+
+def test_per_user_hours_through_the_cli_and_a_pipeline_run(
+    cli_env: str, session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sales_hours_policy(tmp_path, monkeypatch)
+    # T0 is Wednesday 09:30 UTC: Berlin 10:30 (team hours: working), New York 04:30 (not), Tokyo 18:30
+    # (not by the team's hours, but by her own evening shift).
+    add_user("berlin", "--teams", "sales", "--timezone", "Europe/Berlin")
+    add_user("newyork", "--teams", "sales", "--timezone", "America/New_York")
+    add_user("tokyo", "--teams", "sales", "--timezone", "Asia/Tokyo", "--hours", "mon-fri 17:00-24:00")
+    users = {user["name"]: user for user in json.loads(cli("users", "list", "--json"))}
+    assert users["tokyo"]["working_hours"] == "Mon-Fri 17:00-24:00"
+    assert users["berlin"]["working_hours"] is None  # the team's
+    assert "Mon-Fri 17:00-24:00 Asia/Tokyo" in cli("users", "list")
+
+    store(session_factory, Channel.FORM, pricing_forms(4))
+    run_pipeline()
+    with session_factory() as session:
+        owners = sorted(session.scalars(sa.select(ReviewItem.owner)))
+    assert owners == ["berlin", "berlin", "tokyo", "tokyo"]
+
+    # Back to the team's hours: Tokyo is off at 18:30, so the next four all go to Berlin.
+    assert "hours of the team" in cli("users", "set", "tokyo", "--hours", "team")
+    store(session_factory, Channel.FORM, pricing_forms(4, domain="contoso-freight.com"), source="later")
+    run_pipeline()
+    with session_factory() as session:
+        owners = sorted(session.scalars(sa.select(ReviewItem.owner)))
+    assert owners == ["berlin"] * 6 + ["tokyo"] * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--hours", "Mon-Fri 17:00-09:00"], "cannot cross midnight"),
+        (["--hours", "weekdays 9 to 5"], "is not DAYS HH:MM-HH:MM"),
+        (["--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+    ],
+)
+def test_bad_hours_or_zone_are_refused_before_anything_is_stored(
+    cli_env: str, session_factory: sessionmaker[Session], args: list[str], says: str
+) -> None:
+    add_user("ana", "--teams", "sales")
+    result = runner.invoke(app, ["users", "set", "ana", *args])
+    assert result.exit_code == 2
+    assert says in " ".join(result.output.split())
+    refused = runner.invoke(app, ["users", "add", "bo", "--role", "sdr", "--password", PASSWORD, *args])
+    assert refused.exit_code == 2 and says in " ".join(refused.output.split())
+    names = [user["name"] for user in json.loads(cli("users", "list", "--json"))]
+    assert names == ["ana"]
+    assert json.loads(cli("users", "list", "--json"))[0]["working_hours"] is None
+
+
+def test_users_set_changes_each_routing_field(cli_env: str) -> None:
+    add_user("ana", "--teams", "sales")
+    said = cli(
+        "users", "set", "ana", "--away", "--hours", "Tue-Sat 10:00-18:00", "--timezone", "Asia/Tokyo",
+        "--capacity", "3", "--weight", "2", "--teams", "Support, sales", "--email", "ana@team.example",
+        "--crm-user-id", "005ANA",
+    )  # fmt: skip
+    assert "hours Tue-Sat 10:00-18:00" in said and "capacity 3" in said
+    [ana] = json.loads(cli("users", "list", "--json"))
+    assert {
+        key: ana[key] for key in ("away", "working_hours", "timezone", "capacity", "weight", "teams")
+    } == {
+        "away": True,
+        "working_hours": "Tue-Sat 10:00-18:00",
+        "timezone": "Asia/Tokyo",
+        "capacity": 3,
+        "weight": 2,
+        "teams": ["support", "sales"],
+    }
+    assert (ana["email"], ana["crm_user_id"]) == ("ana@team.example", "005ANA")
+    nothing = runner.invoke(app, ["users", "set", "ana"])
+    assert nothing.exit_code == 2 and "nothing to change" in nothing.output

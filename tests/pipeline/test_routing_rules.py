@@ -110,3 +110,109 @@ def test_a_policy_naming_an_unknown_team_is_refused_with_file_and_line(tmp_path:
 def test_the_bundled_routing_policy_loads() -> None:
     bundled = load_routing(Path("/nonexistent"))
     assert bundled.default_team in bundled.teams and bundled.fallback_pool in bundled.pools
+
+
+# --- per-member working hours (their own, in their own zone; the team's when unset) ---------------------
+TEAM_HOURS = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}
+
+
+def test_a_members_own_hours_in_their_zone_override_the_teams(session: Session) -> None:
+    # WEDNESDAY 10:00 UTC: Berlin 11:00, Tokyo 19:00, New York 05:00.
+    user(session, "berlin", "sales", timezone="Europe/Berlin")  # team hours: working
+    user(session, "berlinlate", "sales", timezone="Europe/Berlin", working_hours="Mon-Fri 13:00-21:00")
+    user(session, "tokyo", "sales", timezone="Asia/Tokyo", working_hours="Mon-Fri 14:00-22:00")
+    user(session, "newyork", "sales", timezone="America/New_York", working_hours="Mon-Fri 04:00-12:00")
+    user(session, "olga", "ops")
+    router = Router(
+        policy(teams={"sales": {"strategy": "least_loaded", "working_hours": TEAM_HOURS}}, rules=[])
+    )
+    morning = router.route(session, requests(6), now=WEDNESDAY)
+    owners = [a.owner for a in morning.values()]
+    # By the team's hours only Berlin would work; Tokyo and New York work by their own, and the late
+    # Berlin shift (13:00) does not yet, though the team's hours would say it does.
+    assert sorted(owners) == ["berlin", "berlin", "newyork", "newyork", "tokyo", "tokyo"]
+
+    # 23:00 UTC: Berlin and its late shift are past midnight, Tokyo is at 08:00 Thursday, New York at
+    # 18:00; nobody of the team works, so the fallback pool takes it, as it does for an away team.
+    night = router.route(session, requests(1), now=WEDNESDAY.replace(hour=23))["e0"]
+    assert night.owner == "olga" and "nobody working now; fallback pool overflow" in night.reason
+
+    # 15:00 UTC: Berlin 16:00 (team and late shift both work), Tokyo 00:00, New York 10:00.
+    afternoon = router.route(session, requests(3), now=WEDNESDAY.replace(hour=15))
+    assert {a.owner for a in afternoon.values()} == {"berlin", "berlinlate", "newyork"}
+
+
+def test_own_hours_count_even_when_the_team_has_none(session: Session) -> None:
+    user(session, "ana", "sales", timezone="Europe/Berlin", working_hours="Sat-Sun 10:00-14:00")
+    user(session, "ben", "sales")
+    user(session, "olga", "ops")
+    router = Router(policy(teams={"sales": {"strategy": "round_robin"}}, rules=[]))
+    weekday = router.route(session, requests(3), now=WEDNESDAY)
+    assert {a.owner for a in weekday.values()} == {"ben"}  # ana is off on weekdays
+    saturday = router.route(session, requests(2), now=datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+    assert sorted(a.owner or "" for a in saturday.values()) == ["ana", "ben"]
+
+
+def test_an_account_owner_outside_their_hours_is_skipped_but_preferred_when_nobody_works(
+    session: Session,
+) -> None:
+    user(session, "ana", "sales", timezone="America/New_York", working_hours="Mon-Fri 09:00-17:00")
+    user(session, "ben", "sales", timezone="Europe/Berlin")
+    user(session, "olga", "ops", timezone="Europe/Berlin", working_hours="Mon-Fri 09:00-17:00")
+    router = Router(
+        policy(teams={"sales": {"strategy": "least_loaded", "working_hours": TEAM_HOURS}}, rules=[])
+    )
+    owned = requests(1, account_owner="ana", account="BigCo")
+    # 10:00 UTC: ana is at 05:00 in New York, ben works.
+    early = router.route(session, owned, now=WEDNESDAY)["e0"]
+    assert early.owner == "ben"
+    assert "account owner ana outside working hours" in early.reason
+    # 15:00 UTC: ana's 10:00, she gets her account's enquiry.
+    later = router.route(session, owned, now=WEDNESDAY.replace(hour=15))["e0"]
+    assert later.owner == "ana" and "account owner of BigCo" in later.reason
+    # 23:00 UTC: nobody works (olga's pool hours are her own too); the owner, not a stranger.
+    night = router.route(session, owned, now=WEDNESDAY.replace(hour=23))["e0"]
+    assert night.owner == "ana" and "nobody working now; account owner of BigCo" in night.reason
+
+
+def test_a_hand_edited_unreadable_hours_row_counts_as_the_teams_hours(session: Session) -> None:
+    user(session, "ana", "sales", timezone="Europe/Berlin", working_hours="whenever")
+    user(session, "olga", "ops")
+    router = Router(
+        policy(teams={"sales": {"strategy": "least_loaded", "working_hours": TEAM_HOURS}}, rules=[])
+    )
+    assert router.route(session, requests(1), now=WEDNESDAY)["e0"].owner == "ana"
+    assert router.route(session, requests(1), now=WEDNESDAY.replace(hour=23))["e0"].owner == "olga"
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("Mon-Fri 09:00-17:00", "Mon-Fri 09:00-17:00"),
+        ("mon,wed,FRI 8:00-12:30; saturday 10:00-24:00", "Mon,Wed,Fri 08:00-12:30; Sat 10:00-24:00"),
+        ("Sat-Mon 09:00-10:00", "Mon,Sat-Sun 09:00-10:00"),
+    ],
+)
+def test_hours_text_is_read_and_written_canonically(text: str, canonical: str) -> None:
+    from config.routing import format_hours, parse_hours
+
+    assert format_hours(parse_hours(text)) == canonical
+    assert format_hours(parse_hours(canonical)) == canonical
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("Mon-Fri 17:00-09:00", "cannot cross midnight"),
+        ("Funday 09:00-10:00", "'Funday' is not a day"),
+        ("9-5", "is not DAYS HH:MM-HH:MM"),
+        ("Mon 25:00-26:00", "is not a time of day"),
+        (" ; ", "no working hours"),
+    ],
+)
+def test_unreadable_hours_are_refused_saying_what_to_write(text: str, says: str) -> None:
+    from config.routing import HoursError, parse_hours
+
+    with pytest.raises(HoursError) as error:
+        parse_hours(text)
+    assert says in str(error.value)
