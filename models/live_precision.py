@@ -392,6 +392,7 @@ def monitor_report(session: Session) -> dict[str, Any]:
         "tasks": [tp.as_dict() for tp in task_precisions(session)],
         "spot_checks": {task: {"selected": s, "reviewed": r} for task, (s, r) in sorted(selected.items())},
         "shadow": shadow_precision(session),
+        "min_reviewed": min_reviewed(session),
     }
 
 
