@@ -504,8 +504,8 @@ def simulate(
             progress.update(task, description=f"day {day}: oracle on {len(seen)} true labels")
             oracle_model = fit(seen).model
             progress.advance(task)
-    for before, after in itertools.pairwise(report_days):
-        after["product_training_rows"] = before["next_model"]["n_train"]
+    for earlier, later in itertools.pairwise(report_days):
+        later["product_training_rows"] = earlier["next_model"]["n_train"]
     report_days[0]["product_training_rows"] = len(schedule.seed_rows)
     product_days = [LaneFigures(**entry["product"]) for entry in report_days]
     oracle_days = [LaneFigures(**entry["oracle"]) for entry in report_days]
