@@ -182,112 +182,19 @@ def target_check(
     }
 
 
-# --- an experiment: Learn-then-Test with fixed-sequence testing --------------------------------------
-
-# A floor is tested only when it automates at least this many calibration rows: with fewer, even no
-# error cannot certify 0.95 at these levels, and a failure would end the sequence. Which floors qualify
-# depends on the confidences alone, never on whether a row is wrong.
-MIN_TESTED_ROWS = 100
+# --- the product as it was before the learning-curve changes (`--before`) ----------------------------
 
 
-def learn_then_test_fixed_sequence(
-    scores: Any,
-    base_thresholds: Any,
-    *,
-    target_precision: float,
-    delta: float = 0.1,
-    margin: float = 0.01,
-    oos_index: int = -1,
-    confidence_floors: Sequence[float] | None = None,
-    novelty_floors: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """`models.training.learn_then_test` with fixed-sequence testing instead of Bonferroni over the grid.
+def use_previous_thresholds() -> None:
+    """Put back what the product did before: Bonferroni over 49 confidence × 6 novelty floors, a quarter
+    of never-seen unknowns on top of the team's own out-of-scope rows, and `retrain` registering the
+    model trained without its 20 % hold-out. For the before/after rows of docs/classifier.md."""
+    from models import retraining, training
 
-    The product tests all 49 × 6 (confidence floor, novelty floor) pairs at level delta / 294 each. The
-    error rate falls as the confidence floor rises, so the floors can be tested in a fixed order, from
-    the highest down, each at the full level, stopping at the first that fails (Angelopoulos et al.
-    2021, §4: fixed-sequence testing controls the family-wise error at delta); only the 6 novelty
-    floors share delta (Bonferroni, delta / 6). Same grid, same binomial bound, same margin; the
-    `--ltt fixed-sequence` option of this bench swaps it in for both the product and the oracle to
-    measure what the Bonferroni correction costs at small n. Not in the product.
-    """
-    from scipy.stats import beta
-
-    from models import training
-
-    floors = sorted(confidence_floors or training.CONFIDENCE_FLOORS, reverse=True)
-    alpha = max(1.0 - target_precision - margin, 1e-6)
-    rows = scores.scored
-    if novelty_floors is None:
-        in_scope = rows & ~scores.unknown
-        pool = scores.similarity[in_scope] if in_scope.any() else np.zeros(1)
-        novelty_floors = tuple(
-            float(np.quantile(pool, q)) if q > 0 else 0.0 for q in training.NOVELTY_QUANTILES
-        )
-    level = delta / len(novelty_floors)
-    base = np.asarray(base_thresholds, dtype=np.float64)[scores.chosen]
-    eligible = rows & (scores.chosen != oos_index) & (base < 1.0)
-    best: dict[str, Any] = {"feasible": False, "automated": 0}
-    tested = 0
-    for novelty in novelty_floors:
-        for floor in floors:
-            automated = (
-                eligible & (scores.confidence >= np.maximum(base, floor)) & (scores.similarity >= novelty)
-            )
-            n = int(automated.sum())
-            if n < MIN_TESTED_ROWS:
-                continue
-            tested += 1
-            errors = int(scores.wrong[automated].sum())
-            upper = 1.0 if errors >= n else float(beta.ppf(1.0 - level, errors + 1, n - errors))
-            if upper > alpha:
-                break  # the sequence stops at its first failure
-            if n > best["automated"]:
-                best = {
-                    "feasible": True,
-                    "confidence_floor": float(floor),
-                    "novelty_floor": float(novelty),
-                    "automated": n,
-                    "errors": errors,
-                    "expected_precision": 1.0 - errors / n,
-                    "precision_lower_bound": 1.0 - upper,
-                }
-    best.update(
-        {
-            "delta": delta,
-            "pairs_tested": tested,
-            "calibration_rows": int(rows.sum()),
-            "calibration_unknowns": int((rows & scores.unknown).sum()),
-        }
-    )
-    if best["feasible"]:
-        best["coverage"] = best["automated"] / max(int(rows.sum()), 1)
-    return best
-
-
-# A coarser grid for the `small-grid` experiment: 12 confidence floors (none, and 1 - 10^-k for k = 0.5,
-# 1, ... 5) and no novelty floor (it was never chosen on BANKING77), so Bonferroni divides delta by 12
-# instead of 294.
-SMALL_GRID_FLOORS = (0.0, *(1.0 - 10.0 ** -np.arange(0.5, 5.01, 0.5)).round(8).tolist())
-
-
-def learn_then_test_small_grid(scores: Any, base_thresholds: Any, **kwargs: Any) -> dict[str, Any]:
-    """`models.training.learn_then_test` unchanged, on a 12-pair grid instead of 294 (the experiment
-    `--ltt small-grid`: what the Bonferroni correction's width costs). Not in the product."""
-
-    kwargs["confidence_floors"] = SMALL_GRID_FLOORS
-    kwargs["novelty_floors"] = (0.0,)
-    return training_learn_then_test()(scores, base_thresholds, **kwargs)
-
-
-def training_learn_then_test() -> Any:
-    """The product's own Learn-then-Test (kept before an experiment replaces the module's name)."""
-    from models import training
-
-    return _ORIGINAL.get("learn_then_test", training.learn_then_test)
-
-
-_ORIGINAL: dict[str, Any] = {}
+    training.LTT_PROCEDURE = "bonferroni"
+    training.NOVELTY_QUANTILES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+    training.MIN_NOVEL_FRACTION = 1.0
+    retraining.REFIT_DEFAULT = False
 
 
 # --- the simulation -------------------------------------------------------------------------------
@@ -457,8 +364,7 @@ def simulate(
     target_precision: float,
     jobs: int,
     show_progress: bool,
-    ltt: str = "bonferroni",
-    retrain_holdout: float | None = None,
+    before: bool = False,
 ) -> dict[str, Any]:
     import pandas as pd
     from rich.console import Console
@@ -469,14 +375,8 @@ def simulate(
     from models.retraining import retrain
     from models.training import train_model
 
-    # Experiments: train_model looks learn_then_test up in its module at each call.
-    _ORIGINAL.setdefault("learn_then_test", training.learn_then_test)
-    if ltt == "fixed-sequence":
-        training.learn_then_test = learn_then_test_fixed_sequence  # type: ignore[assignment]
-    elif ltt == "small-grid":
-        training.learn_then_test = learn_then_test_small_grid  # type: ignore[assignment]
-    if retrain_holdout is not None:  # the experiment: the share `retrain` keeps aside to compare models
-        retraining.HOLDOUT_SHARE = retrain_holdout
+    if before:
+        use_previous_thresholds()
 
     train = pd.read_csv(data / "train.csv")
     test = pd.read_csv(data / "test.csv")
@@ -604,8 +504,8 @@ def simulate(
             progress.update(task, description=f"day {day}: oracle on {len(seen)} true labels")
             oracle_model = fit(seen).model
             progress.advance(task)
-    for before, after in itertools.pairwise(report_days):
-        after["product_training_rows"] = before["next_model"]["n_train"]
+    for earlier, later in itertools.pairwise(report_days):
+        later["product_training_rows"] = earlier["next_model"]["n_train"]
     report_days[0]["product_training_rows"] = len(schedule.seed_rows)
     product_days = [LaneFigures(**entry["product"]) for entry in report_days]
     oracle_days = [LaneFigures(**entry["oracle"]) for entry in report_days]
@@ -622,8 +522,9 @@ def simulate(
             "per_day": per_day,
             "unknown_per_day": round(per_day * 0.25),
             "target_precision": target_precision,
-            "learn_then_test": ltt,
-            "retrain_holdout_share": retraining.HOLDOUT_SHARE,
+            "thresholds": "before (bonferroni, no refit)" if before else "the product's",
+            "learn_then_test": training.LTT_PROCEDURE,
+            "retrain_refits_on_all_rows": retraining.REFIT_DEFAULT,
             "eval_rows": len(eval_texts),
             "eval_unknowns": int(sum(eval_unknown)),
         },
@@ -699,17 +600,10 @@ def main() -> None:
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument(
-        "--ltt",
-        choices=("bonferroni", "fixed-sequence", "small-grid"),
-        default="bonferroni",
-        help="bonferroni: the product's thresholds; fixed-sequence, small-grid: experiments (docstrings)",
-    )
-    parser.add_argument(
-        "--retrain-holdout",
-        type=float,
-        default=None,
-        help="experiment: the share retraining holds out for comparison (default: the product's 0.2); "
-        "0 keeps one row per label aside",
+        "--before",
+        action="store_true",
+        help="the thresholds and retraining as they were before the learning-curve changes "
+        "(Bonferroni over 294 pairs, no refit on all rows; use_previous_thresholds)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
@@ -729,8 +623,7 @@ def main() -> None:
         target_precision=args.target_precision,
         jobs=args.jobs,
         show_progress=sys.stderr.isatty() or not args.json,
-        ltt=args.ltt,
-        retrain_holdout=args.retrain_holdout,
+        before=args.before,
     )
     if args.json:
         print(json.dumps(report, indent=2))

@@ -62,6 +62,12 @@ class SpotCheckPolicy(_Strict):
     share: float = Field(default=0.02, ge=0, le=1, description="Share of automated enquiries checked.")
     min_per_day: int = Field(default=1, ge=0, description="At least this many a day per task with traffic.")
     paused_lane: Literal["hybrid", "human_only"] = "hybrid"
+    min_reviewed: int = Field(
+        default=10,
+        ge=1,
+        description="A task pauses only once it has at least this many reviewed spot checks (and the "
+        "Wilson upper bound of its live precision is below the target): one wrong check never does.",
+    )
 
 
 class LanePolicy(_Strict):

@@ -7,7 +7,9 @@ automated); the reviewer only confirms or corrects, and that label scores the au
 
 Each task's live automated precision is the share of its reviewed spot checks whose label equals what
 the lane acted on, for the active model, since the task was last resumed, with a 95 % Wilson interval.
-When the interval's upper bound falls below the active model's target precision, the task pauses on its
+When the interval's upper bound falls below the active model's target precision, and the task has at
+least `spot_checks.min_reviewed` reviewed spot checks (default 10: one wrong check of one has an upper
+bound of 0.79, which alone would pause it), the task pauses on its
 own: its enquiries go to people (`spot_checks.paused_lane`, Hybrid) until a person resumes it. The
 pause writes an audit row on the spot check that tipped it and a notice for the ops lead, delivered by
 the SLA watch pass (`deliver_pause_notices`). The shadow model is scored on the same spot checks.
@@ -46,6 +48,10 @@ MACHINE_ACTORS = frozenset(
     {"system", "retrain", "prefect", "automation", "scheduler", "bot", "flow", MONITOR_ACTOR}
 )
 NOTICE_ROLES = ("ops_lead", "slack")
+# The pause rule's minimum sample: the pipeline stores the policy's value in this flag when it selects
+# spot checks, because reviews (review.service) do not load the policy.
+PAUSE_RULE_FLAG = "live_precision_pause_rule"
+DEFAULT_MIN_REVIEWED = 10
 _SELECTION_KEY = b"triage-spot-check\0"
 
 
@@ -121,6 +127,7 @@ def select_spot_checks(
     chosen = choose(
         candidates, share=policy.share, min_per_day=policy.min_per_day, checked_today=checked_today
     )
+    record_pause_rule(session, policy, now=now)
     repo.add_spot_checks(
         session,
         [
@@ -137,6 +144,29 @@ def select_spot_checks(
         ],
     )
     return chosen
+
+
+def record_pause_rule(session: Session, policy: SpotCheckPolicy, *, now: datetime) -> None:
+    """Store the policy's minimum sample for pausing, when it changed (reviews read it from there)."""
+    if (flags.get_value(session, PAUSE_RULE_FLAG) or {}).get("min_reviewed") != policy.min_reviewed:
+        flags.set_value(session, PAUSE_RULE_FLAG, {"min_reviewed": policy.min_reviewed}, by="policy", now=now)
+
+
+def min_reviewed(session: Session) -> int:
+    """How many reviewed spot checks a task needs before it may pause (the policy's last stored value)."""
+    value = (flags.get_value(session, PAUSE_RULE_FLAG) or {}).get("min_reviewed")
+    return int(value) if isinstance(value, int) and value >= 1 else DEFAULT_MIN_REVIEWED
+
+
+def should_pause(figures: TaskPrecision, *, minimum: int) -> bool:
+    """The pause rule: enough reviewed spot checks, and the upper bound of the live precision below the
+    target."""
+    return (
+        not figures.paused
+        and figures.reviewed >= minimum
+        and figures.high is not None
+        and figures.high < figures.target
+    )
 
 
 @dataclass(frozen=True)
@@ -230,11 +260,19 @@ def _audit(
 
 
 def evaluate_task(
-    session: Session, task: str, *, now: datetime, trigger_enquiry: str | None = None
+    session: Session,
+    task: str,
+    *,
+    now: datetime,
+    trigger_enquiry: str | None = None,
+    minimum: int | None = None,
 ) -> TaskPrecision | None:
-    """Pause `task` when its live precision's upper bound is below the target; returns its figures."""
+    """Pause `task` when it has at least `minimum` reviewed spot checks (default: the policy's
+    `min_reviewed`, `min_reviewed(session)`) and its live precision's upper bound is below the target;
+    returns its figures."""
     figures = next((tp for tp in task_precisions(session) if tp.task == task), None)
-    if figures is None or figures.paused or figures.high is None or figures.high >= figures.target:
+    needed = min_reviewed(session) if minimum is None else minimum
+    if figures is None or not should_pause(figures, minimum=needed):
         return figures
     reason = (
         f"live automated precision {figures.precision:.3f} on {figures.reviewed} spot checks of model "
@@ -354,6 +392,7 @@ def monitor_report(session: Session) -> dict[str, Any]:
         "tasks": [tp.as_dict() for tp in task_precisions(session)],
         "spot_checks": {task: {"selected": s, "reviewed": r} for task, (s, r) in sorted(selected.items())},
         "shadow": shadow_precision(session),
+        "min_reviewed": min_reviewed(session),
     }
 
 

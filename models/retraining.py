@@ -30,6 +30,8 @@ from models.training import train_model
 from store.tables import Correction, Enquiry, SpotCheck
 
 HOLDOUT_SHARE = 0.2
+# Whether the registered candidate is refitted on every row after the hold-out comparison (`retrain`).
+REFIT_DEFAULT = True
 # A label needs this many rows to appear on both sides of the split and still be calibrated.
 MIN_ROWS_PER_LABEL = 4
 
@@ -143,13 +145,19 @@ def retrain(
     seed: int = 0,
     trained_by: str = "retrain",
     n_jobs: int | None = 2,
+    refit: bool | None = None,
 ) -> dict[str, Any]:
     """Train a candidate on base data + corrections, register it, and compare it with the active model.
 
     `base_frame` holds FEATURE_COLUMNS and a `label` column (default: the bundled starter set). A share
-    of the combined rows is held out; both models are scored on it. Labels with fewer than
+    of the combined rows is held out: a model of the same recipe trained on the rest and the active
+    model are both scored on it (`candidate_metrics`, `active_metrics`). With `refit` (REFIT_DEFAULT: True)
+    the registered candidate is then trained on every row, held-out ones included, so no reviewed label
+    is lost to the comparison (its thresholds come from cross-fitted scores, as every training's do);
+    `refit=False` registers the model trained without the held-out rows. Labels with fewer than
     MIN_ROWS_PER_LABEL rows are left out and reported. Nothing is promoted.
     """
+    refit = REFIT_DEFAULT if refit is None else refit
     if base_frame is None:
         base, base_labels = starter_training_frame()
     else:
@@ -183,7 +191,7 @@ def retrain(
     train_frame, holdout_frame, train_labels, holdout_labels = train_test_split(
         frame, labels, test_size=holdout_size, stratify=labels, random_state=seed
     )
-    result = train_model(
+    compared = train_model(
         train_frame,
         train_labels,
         target_precision=target_precision,
@@ -191,8 +199,23 @@ def retrain(
         seed=seed,
         n_jobs=n_jobs,
     )
-    candidate_metrics = evaluate(result.model, holdout_frame, holdout_labels, oos_label=oos_label)
+    candidate_metrics = evaluate(compared.model, holdout_frame, holdout_labels, oos_label=oos_label)
+    if refit:
+        # The held-out rows judged the recipe; the candidate is the same recipe on every row. Its
+        # thresholds stay valid without a hold-out: train_model chooses them on cross-fitted scores.
+        result = train_model(
+            frame,
+            labels,
+            target_precision=target_precision,
+            oos_label=oos_label,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
+        result.training_seconds = round(result.training_seconds + compared.training_seconds, 3)
+    else:
+        result = compared
     result.metrics["holdout"] = _summary(candidate_metrics)
+    result.metrics["holdout_model_rows"] = len(train_labels)
     result.metrics["reviewed_labels"] = kinds  # recorded in the candidate's provenance
     result.metrics["training_rows"] = training_rows
 
@@ -207,7 +230,12 @@ def retrain(
                 f"{len(corrected)} corrected enquiries ({training_rows['confirmed']} confirmed, "
                 f"{training_rows['corrected']} corrected, {training_rows['spot_checks']} spot checks; "
                 f"{duplicates} duplicate rows dropped, newest label kept); "
-                f"{int(HOLDOUT_SHARE * 100)}% held out for comparison"
+                + (
+                    f"trained on every row; a {int(HOLDOUT_SHARE * 100)}% hold-out judged the same "
+                    "recipe trained on the rest"
+                    if refit
+                    else f"{int(HOLDOUT_SHARE * 100)}% held out for comparison"
+                )
             ),
         )
     active_metrics: dict[str, Any] | None = None
@@ -235,8 +263,10 @@ def retrain(
         "n_corrections": len(corrected),
         "reviewed_labels": kinds,
         "training_rows": training_rows,
-        "n_train": len(train_labels),
+        "n_train": result.n_rows,
         "n_holdout": len(holdout_labels),
+        "holdout_model_rows": len(train_labels),
+        "refit_on_all_rows": refit,
         "skipped_labels": skipped,
         "training_seconds": result.training_seconds,
         "candidate_metrics": _summary(candidate_metrics),

@@ -67,3 +67,37 @@ def test_confirmed_labels_are_counted_apart_from_corrections(session: Session) -
     assert label_kinds(session) == {"confirmed": 1, "corrected": 1}
     _, labels = corrections_frame(session)
     assert sorted(labels) == ["billing", "careers"]
+
+
+def test_the_candidate_learns_from_every_row_and_the_hold_out_judges_the_recipe(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    with session_factory() as session:
+        for index in range(5):
+            enquiry_id = add_enquiry(
+                session,
+                subject="Press",
+                body=f"journalist wants an interview {index}",
+                intent="support",
+                model_version="before",
+            )
+            add_correction(session, enquiry_id, intent="press")
+        session.commit()
+    base, base_labels = toy_rows(per_label=12)
+    frame = base.assign(label=base_labels)
+    refitted = retrain(session_factory, tmp_path, base_frame=frame, oos_label=OOS, n_jobs=None)
+    total = len(base) + 5 - refitted["training_rows"]["duplicates_dropped"]
+    held = retrain(session_factory, tmp_path, base_frame=frame, oos_label=OOS, n_jobs=None, refit=False)
+    assert refitted["n_train"] == total and refitted["refit_on_all_rows"] is True
+    assert refitted["holdout_model_rows"] + refitted["n_holdout"] == total
+    assert held["n_train"] == held["holdout_model_rows"] == total - held["n_holdout"]
+    # The same split, so the same recipe is judged on the same held-out rows either way.
+    same = {key: value for key, value in refitted["candidate_metrics"].items() if key != "ece"}
+    assert same == {key: value for key, value in held["candidate_metrics"].items() if key != "ece"}
+    with session_factory() as session:
+        refit_row = repo.get_version(session, refitted["candidate"])
+        held_row = repo.get_version(session, held["candidate"])
+        assert refit_row is not None and held_row is not None
+        assert refit_row.provenance["label_counts"]["press"] == 5  # held-out labels are not lost
+        assert held_row.provenance["label_counts"]["press"] < 5
+        assert "trained on every row" in refit_row.provenance["data_description"]

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 from scipy.stats import beta
 
+from models import training
 from models.classifier import frame_from_texts
 from models.open_set import ham_bodies, rotations, run_protocol
 from models.training import (
     MIN_OPEN_SET_INTENTS,
     OpenSetScores,
     learn_then_test,
+    min_rows_to_certify,
+    novel_share,
     open_set_folds,
     train_model,
 )
@@ -68,13 +71,75 @@ def test_learn_then_test_bounds_the_error_rate_of_what_it_automates() -> None:
     )
     errors, n = int(scores.wrong[automated].sum()), int(automated.sum())
     assert (n, errors) == (choice["automated"], choice["errors"])
-    level = 0.1 / choice["pairs_tested"]
+    assert choice["procedure"] == "fixed-sequence"
+    level = choice["level"]
+    assert level == pytest.approx(0.1 / len(training.NOVELTY_QUANTILES))
     assert beta.ppf(1 - level, errors + 1, n - errors) <= 0.1  # the Clopper-Pearson bound holds
     assert choice["precision_lower_bound"] < choice["expected_precision"]
     # the point estimate alone would have automated more: the bound costs coverage, on purpose
     order = np.argsort(-scores.confidence)
     point = np.flatnonzero(1 - np.cumsum(scores.wrong[order]) / np.arange(1, len(order) + 1) >= 0.9)
     assert point[-1] + 1 > n
+
+
+def test_fixed_sequence_stops_at_its_first_failure_and_bonferroni_tests_every_pair() -> None:
+    # Floors 0.9, 0.8, 0.7 automate 300, 600, 900 rows; the band between 0.8 and 0.9 is 20 % wrong.
+    confidence = np.repeat([0.95, 0.85, 0.75], 300)
+    wrong = np.zeros(900, dtype=bool)
+    wrong[300:360] = True
+    scores = OpenSetScores(
+        confidence=confidence,
+        chosen=np.zeros(900, dtype=np.intp),
+        wrong=wrong,
+        similarity=np.ones(900),
+        unknown=np.zeros(900, dtype=bool),
+        scored=np.ones(900, dtype=bool),
+    )
+    floors = (0.9, 0.8, 0.7)
+    sequential = learn_then_test(
+        scores, np.zeros(1), target_precision=0.9, margin=0.0, confidence_floors=floors
+    )
+    # 0.9 passes (0 errors of 300), 0.8 fails (60 of 600 = 10 %, not below 10 % surely): the sequence
+    # ends there, although 0.7 (60 of 900) would pass on its own.
+    assert sequential["feasible"] and sequential["confidence_floor"] == 0.9
+    assert sequential["pairs_tested"] == 2
+    wide = learn_then_test(
+        scores,
+        np.zeros(1),
+        target_precision=0.9,
+        margin=0.0,
+        confidence_floors=floors,
+        procedure="bonferroni",
+    )
+    assert wide["feasible"] and wide["confidence_floor"] == 0.7 and wide["pairs_tested"] == 3
+    assert wide["level"] == pytest.approx(0.1 / 3)
+    # Floors automating fewer rows than the minimum are skipped before testing, whatever their errors.
+    skipped = learn_then_test(
+        scores, np.zeros(1), target_precision=0.9, margin=0.0, confidence_floors=floors, min_tested_rows=700
+    )
+    assert skipped["feasible"] and skipped["confidence_floor"] == 0.7 and skipped["pairs_tested"] == 1
+
+
+def test_min_rows_to_certify_is_the_smallest_n_whose_bound_reaches_the_target() -> None:
+    n = min_rows_to_certify(0.04, 0.1)
+    assert beta.ppf(0.9, 1, n) <= 0.04 < beta.ppf(0.9, 1, n - 1)
+    assert n == 57  # no error at all: ln(0.1) / ln(0.96) rows
+    assert min_rows_to_certify(0.04, 0.1 / 294) > 3 * n  # what Bonferroni over the old grid needed
+    n3 = min_rows_to_certify(0.04, 0.1, errors=3)
+    assert beta.ppf(0.9, 4, n3 - 3) <= 0.04 < beta.ppf(0.9, 4, n3 - 4)
+
+
+def test_the_teams_out_of_scope_rows_count_towards_the_unknown_share() -> None:
+    assert novel_share(0, 100) == 0.25  # no out-of-scope label: a quarter never seen
+    # 10 % out of scope: never-seen rows make up the rest of the quarter.
+    share = novel_share(10, 100)
+    assert share + 0.10 * (1 - share) == pytest.approx(0.25)
+    assert novel_share(40, 100) == 0.125  # the floor: half the unknowns are always never seen
+    labels = np.concatenate([_labels(16, 40), np.asarray(["not_ours"] * 80, dtype=object)])
+    for _, scored, held_out in open_set_folds(labels, oos_label="not_ours", seed=0):
+        novel = np.isin(labels[scored], list(held_out)).mean()
+        unknown = novel + (labels[scored] == "not_ours").mean()
+        assert 0.2 <= unknown <= 0.3 and novel >= 0.1
 
 
 def test_learn_then_test_refuses_to_promise_on_too_few_rows() -> None:

@@ -102,7 +102,9 @@ def test_retraining_uses_base_confirmed_and_corrected_rows_once_each_counted_by_
         "spot_checks": 1,
         "duplicates_dropped": 2 + base_repeats,
     }
-    assert report["n_train"] + report["n_holdout"] == len(base) + 4 - 2 - base_repeats
+    kept = len(base) + 4 - 2 - base_repeats
+    assert report["n_train"] == kept  # the candidate is refitted on every row
+    assert report["holdout_model_rows"] + report["n_holdout"] == kept
     with session_factory() as session:
         provenance = repo.get_version(session, report["candidate"]).provenance  # type: ignore[union-attr]
     assert provenance["metrics"]["training_rows"]["duplicates_dropped"] == 2 + base_repeats

@@ -59,6 +59,16 @@ def _clocked(context: PipelineContext, at: list[datetime]) -> PipelineContext:
     return context
 
 
+def _pause_after(context: PipelineContext, minimum: int) -> PipelineContext:
+    """The context with `spot_checks.min_reviewed` set to `minimum` (the policy is frozen: a copy)."""
+    lanes = context.policy.lanes
+    spot = lanes.spot_checks.model_copy(update={"min_reviewed": minimum})
+    context.policy = context.policy.model_copy(
+        update={"lanes": lanes.model_copy(update={"spot_checks": spot})}
+    )
+    return context
+
+
 def _activate_keyword_model(factory: sessionmaker[Session], target: float = 0.95) -> None:
     with transaction(factory) as session:
         model_registry.add_version(
@@ -135,7 +145,7 @@ def test_a_wrong_spot_check_pauses_its_task_alone_until_a_person_resumes_it(
     session_factory: sessionmaker[Session], context: PipelineContext
 ) -> None:
     at = [DAY1]
-    context = _clocked(context, at)
+    context = _pause_after(_clocked(context, at), 2)
     context.shadow = ShadowKeywordModel()  # calls everything support
     _activate_keyword_model(session_factory)
     with transaction(session_factory) as session:
@@ -254,7 +264,7 @@ def test_status_json_and_the_automation_commands_show_and_resume_a_paused_task(
     monkeypatch.setenv("TRIAGE_DATABASE_URL", db_url)
     monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
     at = [DAY1]
-    context = _clocked(context, at)
+    context = _pause_after(_clocked(context, at), 1)
     _activate_keyword_model(session_factory)
     store(session_factory, Channel.EMAIL, _demos("a", 2), source="day1")
     process_pending(session_factory, context)
@@ -277,3 +287,52 @@ def test_status_json_and_the_automation_commands_show_and_resume_a_paused_task(
     assert resumed.exit_code == 0, resumed.output
     after = json.loads(runner.invoke(cli_app, ["automation", "tasks", "--json"]).output)
     assert {t["task"]: t for t in after["tasks"]}[TASK]["paused"] is False
+
+
+def test_the_pause_rule_needs_the_bound_below_the_target_and_the_minimum_sample() -> None:
+    def figures(reviewed: int, correct: int) -> live_precision.TaskPrecision:
+        low, high = wilson_interval(correct, reviewed) or (None, None)
+        return live_precision.TaskPrecision(
+            task=TASK,
+            model_version="v",
+            reviewed=reviewed,
+            correct=correct,
+            precision=correct / reviewed,
+            low=low,
+            high=high,
+            target=0.95,
+            paused=False,
+            reason=None,
+            since=None,
+        )
+
+    assert not live_precision.should_pause(figures(1, 0), minimum=10)  # one wrong check: bound 0.79
+    assert live_precision.should_pause(figures(1, 0), minimum=1)
+    assert not live_precision.should_pause(figures(9, 6), minimum=10)  # 9 < 10, however bad
+    assert live_precision.should_pause(figures(10, 8), minimum=10)  # upper bound 0.943 < 0.95
+    assert not live_precision.should_pause(figures(10, 9), minimum=10)  # upper bound 0.982
+    assert not live_precision.should_pause(figures(40, 38), minimum=10)  # 0.95 observed: bound above
+
+
+def test_one_wrong_spot_check_does_not_pause_a_task_under_the_default_policy(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
+    at = [DAY1]
+    context = _clocked(context, at)
+    assert context.policy.lanes.spot_checks.min_reviewed == 10  # the bundled lanes.yaml
+    _activate_keyword_model(session_factory)
+    store(session_factory, Channel.EMAIL, _demos("a", 3), source="day1")
+    process_pending(session_factory, context)
+    with transaction(session_factory) as session:
+        assert live_precision.min_reviewed(session) == 10  # stored by the pipeline for reviews
+        item = _spot_item(session)
+        service.correct(
+            session, item.id, user="sam", intent="pricing", priority="normal", queue="sales", now=DAY1
+        )
+        figures = {tp.task: tp for tp in live_precision.task_precisions(session)}[TASK]
+        assert (figures.reviewed, figures.correct, figures.paused) == (1, 0, False)
+        assert figures.high is not None and figures.high < 0.95  # the bound alone would have paused it
+        assert flags.paused_tasks(session) == {}
+        # The same figures with a minimum of one pause it: the sample size is what held it back.
+        paused = live_precision.evaluate_task(session, TASK, now=DAY1, minimum=1)
+        assert paused is not None and paused.paused and set(flags.paused_tasks(session)) == {TASK}

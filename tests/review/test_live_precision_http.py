@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.policy import SpotCheckPolicy
+from models import live_precision
 from review import service
 from store import flags, model_registry, spot_checks
 from tests.review.review_builders import NOW, add_enquiry_with_item
@@ -39,6 +41,8 @@ def _paused_task(session: Session) -> None:
             }
         ],
     )
+    # A policy that pauses on one reviewed spot check (the default needs 10).
+    live_precision.record_pause_rule(session, SpotCheckPolicy(min_reviewed=1), now=NOW)
     service.correct(
         session, item_id, user="sam", intent="support", priority="normal", queue="support", now=NOW
     )

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.web import create_app
 from config.settings import Settings, WebSettings
+from store import flags
 from store.common import utcnow
 from store.db import make_engine, make_session_factory
 from store.tables import Correction, DecisionRow, EnquiryMessage, ReviewItem
@@ -262,3 +263,70 @@ def test_two_browsers_claiming_the_same_item_one_wins(browser: Browser, server: 
     assert losers[0].endswith(f"by {item.claimed_by}.")
     for page in pages:
         page.context.close()
+
+
+def test_ops_lead_sees_live_precision_and_resumes_a_paused_task(browser: Browser, server: LiveServer) -> None:
+    from models import live_precision
+    from store import model_registry, spot_checks
+
+    now = utcnow()
+    task = "create_or_update_lead"
+    with server.factory() as session:
+        model_registry.add_version(
+            session,
+            version="live-v1",
+            artifact_path="unused",
+            provenance={"params": {"target_precision": 0.95}},
+            created_at=now,
+            status="active",
+        )
+        checked = []
+        for number in range(3):
+            _, enquiry_id = add_enquiry_with_item(
+                session, subject=f"Demo {number}", lane="automate", now=now, with_timer=False
+            )
+            checked.append(enquiry_id)
+        spot_checks.add_spot_checks(
+            session,
+            [
+                {
+                    "enquiry_id": enquiry_id,
+                    "task": task,
+                    "model_version": "live-v1",
+                    "intent": "sales_demo",
+                    "reason": "share",
+                    "selected_at": now,
+                }
+                for enquiry_id in checked
+            ],
+        )
+        # Two right, one wrong: 0.667, Wilson 0.208-0.939, below the target; 3 checks, minimum 2 here.
+        for enquiry_id, intent in zip(checked, ("sales_demo", "sales_demo", "pricing"), strict=True):
+            spot_checks.record_review(session, enquiry_id, intent=intent, by="sam", at=now)
+        paused = live_precision.evaluate_task(session, task, now=now, minimum=2)
+        assert paused is not None and paused.paused
+        session.commit()
+
+    page = _login(browser, server, "olga")
+    page.goto("/ops/automation")
+    row = page.locator("#live-precision tbody tr", has_text=task)
+    expect(row).to_have_count(1)
+    cells = row.locator("td")
+    expect(cells.nth(1)).to_have_text("3")
+    expect(cells.nth(2)).to_have_text("0.667")
+    expect(cells.nth(3)).to_have_text("0.208–0.939")
+    expect(cells.nth(4)).to_have_text("0.950")
+    expect(cells.nth(5)).to_contain_text("paused")
+    expect(page.locator("#min-reviewed")).to_have_text(str(live_precision.DEFAULT_MIN_REVIEWED))
+
+    page.click(f"#resume-{task}")
+    expect(page).to_have_url(f"{server.url}/ops/automation")
+    expect(page.locator("body")).to_contain_text(f"Automation of task {task} resumed.")
+    row = page.locator("#live-precision tbody tr", has_text=task)
+    # Counted afresh after a person resumed it, and automating again.
+    expect(row.locator("td").nth(1)).to_have_text("0")
+    expect(row.locator("td").nth(5)).to_have_text("automating")
+    page.context.close()
+    with server.factory() as session:
+        record = flags.task_pause(session, task)
+        assert record is not None and record["paused"] is False and record["resumed_by"] == "olga"
