@@ -23,11 +23,13 @@ family in one query (`snapshot`), shared by its collectors.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -306,29 +308,32 @@ class Snapshot:
     figures: Figures
 
 
-def _read(session: Session, names: Sequence[str], days_from: str | None) -> Figures:
-    def limited(table: type[Counter] | type[CounterDelta]) -> sa.ColumnElement[bool]:
-        plain = [name for name in names if name not in DAILY]
-        daily = [name for name in names if name in DAILY]
-        if days_from is None or not daily:
-            return table.family.in_(names)
-        # A daily family's rows before `days_from` are left unread: the read stays a few days' keys.
-        return sa.or_(table.family.in_(plain), sa.and_(table.family.in_(daily), table.k1 >= days_from))
+def _columns(table: type[Counter] | type[CounterDelta]) -> tuple[Any, ...]:
+    return (table.family, table.k1, table.k2, table.k3, table.n, table.amount)
 
-    combined = sa.union_all(
-        sa.select(Counter.family, Counter.k1, Counter.k2, Counter.k3, Counter.n, Counter.amount).where(
-            limited(Counter)
-        ),
-        sa.select(
-            CounterDelta.family,
-            CounterDelta.k1,
-            CounterDelta.k2,
-            CounterDelta.k3,
-            CounterDelta.n,
-            CounterDelta.amount,
-        ).where(limited(CounterDelta)),
-    ).subquery()
-    statement = sa.select(
+
+@functools.lru_cache(maxsize=64)
+def _statement(plain: tuple[str, ...], daily: tuple[str, ...]) -> sa.Select[Any]:
+    """The read of `plain` families and of `daily` ones from the `days_from` parameter on; built once
+    per set of families (SQLAlchemy then reuses its compiled form)."""
+    since = sa.bindparam("days_from", type_=sa.String())
+    parts = []
+    # `counters`: a branch per family, each an index seek on the primary key (SQLite's planner scans
+    # the table for a long IN list once most rows are one family's days); daily families from
+    # `days_from` on, so the read is a few days' keys whatever the days kept.
+    for name in plain:
+        parts.append(sa.select(*_columns(Counter)).where(Counter.family == name))
+    for name in daily:
+        parts.append(sa.select(*_columns(Counter)).where(Counter.family == name, Counter.k1 >= since))
+    # `counter_deltas` holds only what the last fold left: one pass over it is short.
+    if plain:
+        parts.append(sa.select(*_columns(CounterDelta)).where(CounterDelta.family.in_(plain)))
+    if daily:
+        parts.append(
+            sa.select(*_columns(CounterDelta)).where(CounterDelta.family.in_(daily), CounterDelta.k1 >= since)
+        )
+    combined = sa.union_all(*parts).subquery()
+    return sa.select(
         combined.c.family,
         combined.c.k1,
         combined.c.k2,
@@ -336,8 +341,15 @@ def _read(session: Session, names: Sequence[str], days_from: str | None) -> Figu
         sa.func.sum(combined.c.n),
         sa.func.sum(combined.c.amount),
     ).group_by(combined.c.family, combined.c.k1, combined.c.k2, combined.c.k3)
+
+
+def _read(session: Session, names: Sequence[str], days_from: str | None) -> Figures:
+    plain = tuple(name for name in names if name not in DAILY or days_from is None)
+    daily = tuple(name for name in names if name in DAILY and days_from is not None)
     result: Figures = {name: {} for name in names}
-    for family, k1, k2, k3, n, amount in session.execute(statement):
+    parameters = {"days_from": days_from} if daily else {}
+    # Through the connection, not the ORM: plain rows, a few hundred of them.
+    for family, k1, k2, k3, n, amount in session.connection().execute(_statement(plain, daily), parameters):
         if int(n or 0):
             result[family][(k1, k2, k3)] = (int(n), float(amount or 0.0))
     return result
