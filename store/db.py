@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/test_schema.py checks it is Alembic's head.
-SCHEMA_REVISION = "0018"
+SCHEMA_REVISION = "0019"
 # How long a write waits for SQLite's one write lock before it fails with "database is locked".
 SQLITE_LOCK_WAIT_SECONDS = 30
 
