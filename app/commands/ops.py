@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from config.settings import make_private_dir
 from models.errors import ConfigError
 from review.display import SafeTable, csv_cell
 
@@ -121,6 +120,8 @@ def policy_show(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
 def pseudonymisation_key(home: Path, configured: str | None) -> bytes:
     """The keyed-hash secret: TRIAGE_PSEUDONYMISATION_KEY, or one generated once under TRIAGE_HOME."""
+    from config.settings import make_private_dir  # not at the top: pydantic-settings costs start-up
+
     if configured:
         return configured.encode()
     path = home / "pseudonymisation.key"
