@@ -163,6 +163,7 @@ def _keyed_hash(key: bytes, normalised: str) -> str:
     return "pii_" + hmac.new(key, normalised.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4096)  # bounded; a sender's rows come together (one per decision)
 def _sender_name_pattern(name: str) -> tuple[tuple[str, ...] | None, str]:
     """The sender's name, whole and each part of 3+ letters: one pattern's source for all of them
     (compiled only for a text that may hold the name), and the lowercase parts for a cheap test of
