@@ -68,6 +68,13 @@ def _private_sqlite_file(url: str) -> None:
             candidate.chmod(0o600)
 
 
+def migrated_engine(url: str) -> Engine:
+    """The engine of a command or flow: made, and the schema brought to the newest revision."""
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    return engine
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit (we hand them to templates and JSON)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
