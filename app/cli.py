@@ -271,11 +271,11 @@ def serve(
 
 def _reply_figures(session: Any) -> dict[str, Any]:
     """Issue 17: replies by state, acknowledgements (their own target) and first touches by source."""
-    from store import reply_outbox, sla_repo
+    from store import observability, reply_outbox, sla_repo
 
     states = {state: 0 for state in reply_outbox.REPLY_STATES}
     acknowledgements = 0
-    for kind, state, count in reply_outbox.states_by_kind(session):
+    for kind, state, count in observability.reply_states(session):  # the counters, not the table
         states[state] = states.get(state, 0) + count
         if kind == "auto_reply" and state == "sent":
             acknowledgements = count
