@@ -20,7 +20,6 @@ How a store grows (`BenchStore.grow_to`):
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import shutil
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_growth import ROOT, TRIAGE, run, write_batch  # bench/ is on sys.path
+from bench_growth import ROOT, ingest_batch, write_batch  # bench/ is on sys.path
 
 sys.path.insert(0, str(ROOT))
 
@@ -267,19 +266,8 @@ class BenchStore:
         texts, domains = self.corpus
         write_batch(path, self.offset, n, self.rng, texts, domains)
         empty = self.offset == 0 and self.enquiry_count() == 0
-        import_s, _, _ = run([*TRIAGE, "import", str(path), "--channel", "email", "--json"], self.env)
-        run_s, peak_mb, out = run([*TRIAGE, "run", "--direct", "--json"], self.env)
-        path.unlink()
+        batch = {"batch": n, **ingest_batch(path, n, self.env)}
         self.offset += n
-        summary = json.loads(out)
-        batch = {
-            "batch": n,
-            "ingest_per_s": round(n / (import_s + run_s)),
-            "dedupe_thread_s_per_10k": round(
-                summary["stage_seconds"].get("dedupe_thread", 0.0) * 10_000 / n, 3
-            ),
-            "run_peak_mb": round(peak_mb),
-        }
         if empty:
             self.empty_batch = batch
         return batch

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,14 +123,23 @@ def _hold_write_lock(path: Path, seconds: float, holding: threading.Event) -> No
     other.close()
 
 
+@contextmanager
+def _write_lock_held_elsewhere(path: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds SQLite's write lock for `seconds` from entry."""
+    holding = threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(path, seconds, holding))
+    holder.start()
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        holder.join()
+
+
 def test_a_sqlite_write_gets_the_lock_as_soon_as_it_is_free(
     sqlite_factory: tuple[Path, sessionmaker[Session]],
 ) -> None:
     path, session_factory = sqlite_factory
-    holding = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.4, holding))
-    holder.start()
-    assert holding.wait(10)
     looks = 0
 
     def counting_clock() -> float:
@@ -137,9 +147,11 @@ def test_a_sqlite_write_gets_the_lock_as_soon_as_it_is_free(
         looks += 1
         return time.monotonic()
 
-    with write_transaction(session_factory, clock=counting_clock) as session:
+    with (
+        _write_lock_held_elsewhere(path, 0.4),
+        write_transaction(session_factory, clock=counting_clock) as session,
+    ):
         session.add(SourceCheckpoint(source="after-the-lock", state={}, updated_at=NOW))
-    holder.join()
     # It looked again and again while the lock was held (SQLite's busy handler, by this point of a
     # wait, looks once per 100 ms: four times in 0.4 s), and wrote once the lock was free.
     assert looks > 40
@@ -154,15 +166,10 @@ def test_a_sqlite_write_that_waits_too_long_says_the_database_is_locked(
     sqlite_factory: tuple[Path, sessionmaker[Session]],
 ) -> None:
     path, session_factory = sqlite_factory
-    holding = threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, 0.5, holding))
-    holder.start()
-    assert holding.wait(10)
     ticks = iter(range(0, 10_000, 10))  # a clock that runs ten seconds a look: past 30 s at once
-
     with (
+        _write_lock_held_elsewhere(path, 0.5),
         pytest.raises(sqlite3.OperationalError, match="locked"),
         write_transaction(session_factory, clock=lambda: float(next(ticks))),
     ):
         pass
-    holder.join()
