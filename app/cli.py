@@ -12,16 +12,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from models.errors import ConfigError, FatalError, TriageError
 from models.vocabulary import Channel
 from review.display import SafeTable, markup_safe
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 # Heavy: imported by the commands that need them. Every `triage ...`, and every worker process of
 # `triage run` (it imports this module again), loads this module and all the command groups.
@@ -58,6 +60,17 @@ def _runtime() -> Any:
     return Runtime(settings)
 
 
+def _session_factory() -> sessionmaker[Session]:
+    """The database alone, for commands that only read it (`triage status`): settings, the migrated
+    engine and its sessions. `_runtime()` would import the model, CRM, SLA and policy modules too."""
+    from config.settings import Settings
+    from store.db import make_session_factory, migrated_engine
+
+    settings = Settings()
+    settings.ensure_home()
+    return make_session_factory(migrated_engine(settings.effective_database_url))
+
+
 def emit(data: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
@@ -69,6 +82,8 @@ def progress_bar(label: str, total: int | None, enabled: bool) -> Iterator[Any]:
     if not enabled or not console.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn(label),
         BarColumn(),
@@ -256,11 +271,11 @@ def serve(
 
 def _reply_figures(session: Any) -> dict[str, Any]:
     """Issue 17: replies by state, acknowledgements (their own target) and first touches by source."""
-    from store import reply_outbox, sla_repo
+    from store import observability, reply_outbox, sla_repo
 
     states = {state: 0 for state in reply_outbox.REPLY_STATES}
     acknowledgements = 0
-    for kind, state, count in reply_outbox.states_by_kind(session):
+    for kind, state, count in observability.reply_states(session):  # the counters, not the table
         states[state] = states.get(state, 0) + count
         if kind == "auto_reply" and state == "sent":
             acknowledgements = count
@@ -288,8 +303,7 @@ def status(as_json: JsonFlag = False) -> None:
         row = model_registry.version_with_status(session, "shadow")
         return row.version if row else None
 
-    runtime = _runtime()
-    with runtime.factory() as session:
+    with _session_factory()() as session:
         paused, reason = automation_paused(session)
         sla = observability.sla_by_status(session)
         data: dict[str, Any] = {

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,7 +25,6 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from connectors.chat import ChatTranscript
@@ -43,8 +40,7 @@ from connectors.webhooks.base import (
 )
 from models.errors import SkippableError
 from models.records import Channel, RawRecordIn
-from store import hook_fetches, raw
-from store.db import transaction
+from store.deliveries import Delivery, DeliveryWriter
 
 router = APIRouter(prefix="/hooks", tags=["hooks"])
 SIGNATURE_HEADER = "X-Triage-Signature"
@@ -88,36 +84,11 @@ def _verify(request: Request, source_key: str, body: bytes) -> None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"{source_key}: {error}") from error
 
 
-def _store(request: Request, record: RawRecordIn) -> bool:
-    """Store the record; False when this source key was stored before (a re-delivery)."""
-    factory = request.app.state.session_factory
-    with _writer(factory), transaction(factory) as session:
-        stored = raw.save_deliveries(session, [record], source=record.source, now=record.received_at)
-    return stored == 1
-
-
-def _store_events(
-    factory: sessionmaker[Session],
-    source: str,
-    direct: list[RawRecordIn],
-    to_fetch: list[tuple[str, bytes]],
-    now: datetime,
-) -> int:
-    with _writer(factory), transaction(factory) as session:
-        stored = raw.save_deliveries(session, direct, source=source, now=now)
-        waiting = hook_fetches.save_events(session, source=source, events=to_fetch, received_at=now)
-    return stored + waiting
-
-
-# The stores run in the thread pool, so one delivery's commit (an fsync on PostgreSQL) never holds up
-# the event loop, and on PostgreSQL concurrent deliveries commit side by side. SQLite has one write
-# lock: there the threads take turns on this lock instead of in SQLite's busy handler, which sleeps
-# in steps of up to 100 ms before it looks again.
-_SQLITE_WRITER = threading.Lock()
-
-
-def _writer(factory: sessionmaker[Session]) -> AbstractContextManager[object]:
-    return _SQLITE_WRITER if factory.kw["bind"].dialect.name == "sqlite" else nullcontext()
+def _store(request: Request, delivery: Delivery) -> int:
+    """Store the delivery (in a worker thread: a commit never holds up the event loop); returns how many
+    of its records are new (0: all were stored before, a re-delivery)."""
+    writer: DeliveryWriter = request.app.state.delivery_writer
+    return writer.store(delivery)
 
 
 def _accepted(source: str, key: str, stored: bool) -> JSONResponse:
@@ -190,7 +161,8 @@ async def _store_one(
         payload=payload,
         received_at=request.app.state.clock(),
     )
-    return _accepted(source, key, await run_in_threadpool(_store, request, record))
+    delivery = Delivery(source=source, records=[record], fetches=[], received_at=record.received_at)
+    return _accepted(source, key, await run_in_threadpool(_store, request, delivery) == 1)
 
 
 def _json_body(body: bytes) -> Any:
@@ -242,9 +214,8 @@ async def _tool_hook(tool: str, source_name: str, request: Request) -> JSONRespo
         if not e.needs_fetch
     ]
     to_fetch = [(e.key, e.payload) for e in events if e.needs_fetch]
-    new = await run_in_threadpool(
-        _store_events, request.app.state.session_factory, source, direct, to_fetch, now
-    )
+    delivery = Delivery(source=source, records=direct, fetches=to_fetch, received_at=now)
+    new = await run_in_threadpool(_store, request, delivery)
     return JSONResponse(
         {"accepted": len(events), "new": new, "duplicates": len(events) - new, "source": source},
         status_code=status.HTTP_200_OK,

@@ -1,8 +1,10 @@
 """`GET /metrics` in Prometheus' text format, computed from the database at scrape time.
 
-Every figure is read from the tables, so any number of workers and web processes report the same
-truth without a shared metrics store. Drift is the population stability index (PSI) of the active
-model's predicted classes and confidence over the last week against its training-time reference.
+Every figure is read from the database, so any number of workers and web processes report the same
+truth without a shared metrics store: counts from the counters the triggers keep (store/counters.py),
+read once per scrape for every collector, so a scrape costs the same at any store size. Drift is the
+population stability index (PSI) of the active model's predicted classes and confidence over the last
+seven UTC days against its training-time reference, from per-day counters.
 
 A scrape never fails because one figure cannot be computed: each group of metrics is its own
 collector, and one that raises is left out of that scrape, counted in
@@ -19,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -41,9 +43,9 @@ ERROR_LOG_INTERVAL_SECONDS = 60.0
 # A scrape answered within this many seconds of the last one gets the same body: several Prometheus
 # servers (or a dashboard's refreshes) cost one computation. `app.state.metrics_cache_seconds` sets it.
 CACHE_SECONDS = 5.0
-# Drift is a distribution over a week of traffic (a pass over that week's index entries): when the
-# scrape cache is on, it is recomputed at most once a minute. The counts, and the confidence
-# histogram, come from the counters (store/counters.py) and cost the same at any store size.
+# Drift once read a week of index entries; it now sums that week's per-day counters, but a reference on
+# other edges still reads the index, so when the scrape cache is on it is recomputed at most once a
+# minute. Every other figure comes from the counters (store/counters.py) at any store size.
 SLOW_COLLECTOR_SECONDS = {"drift": 60.0}
 
 
@@ -108,11 +110,35 @@ def confidence_psi_in_sql(
     return psi(shares(counts), shares(live)) if sum(live) else None
 
 
-def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, float]]:
-    """PSI of predicted classes and of confidence for the active model over the last week.
+def drift_days_from(now: datetime) -> date:
+    """The first UTC day of drift's window: the last seven days, today included."""
+    return (now.astimezone(UTC) - DRIFT_WINDOW + timedelta(days=1)).date()
 
-    Nothing for a model registered before drift references existed, and nothing for a window without
-    traffic (a PSI of no data is not a number anyone should act on).
+
+def counted_confidence(reference: dict[str, Any], bins: dict[str, int]) -> list[int] | None:
+    """The live side of `confidence_psi` from the per-day counters' bins (counters.DRIFT_EDGES, numpy's
+    rule), merged into the reference's bins; None when the reference's edges are not made of the
+    counters' (from 0.0 to 1.0), so the bins cannot be merged exactly."""
+    edges = [float(edge) for edge in reference.get("edges") or []]
+    kept = counters.DRIFT_EDGES
+    if len(edges) < 2 or edges[0] != kept[0] or edges[-1] != kept[-1] or not set(edges) <= set(kept):
+        return None
+    live = [0] * (len(edges) - 1)
+    for lower, n in bins.items():
+        if lower == counters.OUTSIDE_BIN:
+            continue
+        index = min(bisect.bisect_right(edges, float(lower)) - 1, len(live) - 1)
+        live[index] += n
+    return live
+
+
+def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, float]]:
+    """PSI of predicted classes and of confidence for the active model over the last seven UTC days.
+
+    From the per-day drift counters (store/counters.py): the cost is the week's few hundred counter
+    rows, whatever the traffic. A reference binned on edges the counters do not hold is answered from
+    the week's index entries instead. Nothing for a model registered before drift references existed,
+    and nothing for a window without traffic (a PSI of no data is not a number anyone should act on).
     """
     from store import model_registry  # the rows only: importing models.registry loads scikit-learn
 
@@ -120,18 +146,24 @@ def drift_figures(session: Session, *, now: datetime) -> list[tuple[str, str, fl
     if row is None:
         return []
     reference = (row.provenance or {}).get("reference") or {}
-    since = now - DRIFT_WINDOW
+    days_from = drift_days_from(now)
+    intents, bins = observability.drift_counts(session, days_from=days_from, model_version=row.version)
     figures: list[tuple[str, str, float]] = []
     label_shares = reference.get("label_shares")
-    if label_shares:
-        counts = observability.predicted_intents(session, since=since, model_version=row.version)
-        if counts:
-            figures.append(("predicted_class", row.version, class_psi(label_shares, counts)))
+    if label_shares and intents:
+        figures.append(("predicted_class", row.version, class_psi(label_shares, intents)))
     histogram = reference.get("confidence_histogram")
     if histogram:
-        value = confidence_psi_in_sql(session, histogram, since=since, model_version=row.version)
-        if value is not None:
-            figures.append(("confidence", row.version, value))
+        live = counted_confidence(histogram, bins)
+        if live is not None:
+            counts = [float(count) for count in histogram.get("counts") or []]
+            if sum(live) and len(counts) == len(live):
+                figures.append(("confidence", row.version, psi(shares(counts), shares(live))))
+        else:  # edges of another layout: the same window, from the index
+            since = datetime.combine(days_from, datetime.min.time(), tzinfo=UTC)
+            value = confidence_psi_in_sql(session, histogram, since=since, model_version=row.version)
+            if value is not None:
+                figures.append(("confidence", row.version, value))
     return figures
 
 
@@ -272,7 +304,7 @@ def reply_metrics(session: Session, _now: datetime) -> list[Metric]:
     are `triage_acknowledgements_sent`; the human first-response clock's outcome is
     `triage_sla_timers{kind="first_response"}` and where its touches came from `triage_first_touches`.
     """
-    from store import reply_outbox, sla_repo
+    from store import sla_repo
 
     outbox = GaugeMetricFamily(
         "triage_reply_outbox",
@@ -280,7 +312,7 @@ def reply_metrics(session: Session, _now: datetime) -> list[Metric]:
         labels=["kind", "state"],
     )
     acknowledgements = 0
-    for kind, state, count in reply_outbox.states_by_kind(session):
+    for kind, state, count in observability.reply_states(session):  # the counters, as states_by_kind
         outbox.add_metric([kind, state], count)
         if kind == "auto_reply" and state == "sent":
             acknowledgements = count
@@ -396,8 +428,19 @@ class DatabaseCollector(Collector):
         self._cache = cache
         self._monotonic = monotonic
 
+    def _snapshot(self, now: datetime) -> counters.Snapshot | None:
+        """Every counter family in one query, shared by this scrape's collectors; None when it fails
+        (each collector then reads its own, and fails alone if the counters cannot be read)."""
+        try:
+            with self._factory() as session:
+                return counters.snapshot(session, days_from=drift_days_from(now))
+        except Exception:
+            self._health.failed("counters")
+            return None
+
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
+        kept = self._snapshot(now)
         for name, collect in self._collectors:
             ttl = SLOW_COLLECTOR_SECONDS.get(name, 0.0) if self._cache is not None else 0.0
             if self._cache is not None and ttl:
@@ -408,6 +451,8 @@ class DatabaseCollector(Collector):
             try:
                 # A fresh session each: a failed query must not poison the others' transaction.
                 with self._factory() as session:
+                    if kept is not None:
+                        session.info[counters.SNAPSHOT_KEY] = kept
                     metrics = collect(session, now)  # whole, before anything of it is served
             except Exception:
                 self._health.failed(name)

@@ -7,7 +7,7 @@ from datetime import datetime
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy.orm import Session
 
-from store import routing_repo
+from store import observability, routing_repo
 
 
 def owner_metrics(session: Session, _now: datetime) -> list[Metric]:
@@ -16,7 +16,8 @@ def owner_metrics(session: Session, _now: datetime) -> list[Metric]:
         "Open and claimed review items by routed owner and team ('' when none).",
         labels=["owner", "team"],
     )
-    for owner, team, count in routing_repo.open_items_by_owner_team(session):
+    # From the counters (review_owners): the same figures as routing_repo.open_items_by_owner_team.
+    for owner, team, count in observability.open_by_owner_team(session):
         open_items.add_metric([owner, team], count)
     breached = GaugeMetricFamily(
         "triage_sla_breached_by_owner",

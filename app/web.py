@@ -21,6 +21,7 @@ from config.settings import Settings
 from review import web as review_web
 from store.common import Clock, utcnow
 from store.db import make_engine, make_session_factory
+from store.deliveries import DeliveryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = utcnow) -> Fa
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.delivery_writer = DeliveryWriter(app.state.session_factory)
     app.state.clock = clock
 
     review_web.install(app, settings)

@@ -97,6 +97,20 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return time.perf_counter() - started, memory.peak_mb, stdout.decode()
 
 
+def ingest_batch(path: Path, n: int, env: dict[str, str]) -> dict[str, Any]:
+    """`triage import` then `triage run --direct` of the `n` mails in `path` (removed after): the
+    batch's ingest rate, its dedupe/threading seconds per 10k and the run's peak memory."""
+    import_s, _, _ = run([*TRIAGE, "import", str(path), "--channel", "email", "--json"], env)
+    run_s, peak_mb, out = run([*TRIAGE, "run", "--direct", "--json"], env)
+    path.unlink()
+    summary = json.loads(out)
+    return {
+        "ingest_per_s": round(n / (import_s + run_s)),
+        "dedupe_thread_s_per_10k": round(summary["stage_seconds"].get("dedupe_thread", 0.0) * 10_000 / n, 3),
+        "run_peak_mb": round(peak_mb),
+    }
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -261,19 +275,8 @@ def main() -> None:
                 n = min(options.batch, target - stored)
                 path = work / f"batch-{stored}.mbox"
                 write_batch(path, stored, n, rng, texts, domains)
-                import_s, _, _ = run([*TRIAGE, "import", str(path), "--channel", "email", "--json"], env)
-                run_s, peak_mb, out = run([*TRIAGE, "run", "--direct", "--json"], env)
-                summary = json.loads(out)
-                path.unlink()
+                last = {"records": n, **ingest_batch(path, n, env)}
                 stored += n
-                last = {
-                    "records": n,
-                    "ingest_per_s": round(n / (import_s + run_s)),
-                    "dedupe_thread_s_per_10k": round(
-                        summary["stage_seconds"].get("dedupe_thread", 0.0) * 10_000 / n, 3
-                    ),
-                    "run_peak_mb": round(peak_mb),
-                }
             row = {"size": stored, **last, **measure(env)}
             rows.append(row)
             if not options.json:

@@ -67,3 +67,11 @@ class PeakTreeMemory:
         while not self._stop.is_set():
             self.peak_mb = max(self.peak_mb, tree_pss_mb(self.root))
             self._stop.wait(self.interval)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far (/proc/PID/stat, clock ticks)."""
+    import os
+
+    fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

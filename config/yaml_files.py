@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from models.errors import ConfigError
@@ -20,6 +19,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 def load_yaml_model(path: Path, model: type[Model], *, what: str) -> Model:
     """Parse `path` and validate it as `model`; every problem becomes one ConfigError listing them all."""
+    # Imported here: the settings module imports this one, and a command that reads no policy file
+    # (`triage status`) should not pay for PyYAML at start-up.
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -47,6 +50,8 @@ def load_yaml_model(path: Path, model: type[Model], *, what: str) -> Model:
 
 def yaml_line(node: Any, location: Sequence[Any]) -> int | None:
     """The 1-based line of the YAML node at a pydantic error location, or of its nearest parent."""
+    import yaml
+
     line: int | None = None
     for part in location:
         if isinstance(node, yaml.MappingNode):

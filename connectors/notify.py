@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
-import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from connectors.smtp_client import smtp_session
@@ -147,6 +146,8 @@ class WebhookNotifier:
         return frozenset({self._role})
 
     def send(self, notification: Notification) -> None:
+        import httpx  # only a Slack send needs it: every `triage` command imports the settings module
+
         text = f"*{slack_escape(notification.subject)}*\n{slack_escape(notification.text)}"
         try:
             response = httpx.post(self._url.get_secret_value(), json={"text": text}, timeout=self._timeout)

@@ -43,6 +43,8 @@ from store.db import transaction
 from store.raw import PendingRecord
 
 log = logging.getLogger(__name__)
+# Between two write parts on SQLite: three of a waiting writer's 1-ms looks (store/db.write_transaction).
+SQLITE_PART_GAP_SECONDS = 0.003
 PARALLEL_MINIMUM = 1_000  # pending records below which starting worker processes costs more than it saves
 
 
@@ -193,7 +195,11 @@ def process_pending(
                 parts: list[_Early | None] = list(early.parts(context.sqlite_write_chunk))
             else:
                 parts = [None]
-            for part in parts:
+            for number, part in enumerate(parts):
+                if number:
+                    # Leave the write lock free a moment between parts: a web hook waiting for it
+                    # looks every millisecond (store/db.write_transaction) and gets in here.
+                    time.sleep(SQLITE_PART_GAP_SECONDS)
                 written, ahead = _claim_and_write(
                     factory, context, preparer, part, ahead, pool, batch_size, summary, held_back
                 )

@@ -34,7 +34,7 @@ from sla.policies import SlaPolicies, load_policies
 from sla.service import resume, timer_starter
 from store import sla_repo
 from store.common import Clock, utcnow
-from store.db import make_engine, make_session_factory, upgrade_schema
+from store.db import make_session_factory, migrated_engine
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ class Runtime:
     @cached_property
     def engine(self) -> Engine:
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(self.settings.effective_database_url)
-        upgrade_schema(engine)
-        return engine
+        return migrated_engine(self.settings.effective_database_url)
 
     @cached_property
     def factory(self) -> sessionmaker[Session]:

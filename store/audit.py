@@ -19,16 +19,28 @@ def _stream(
     shape: Callable[[Any], dict[str, Any]],
     record: str,
 ) -> Iterator[dict[str, Any]]:
-    """Rows of `model` with the identity of the enquiry they are about, in id order, 1,000 at a time."""
+    """Rows of `model` with the identity of the enquiry they are about, in id order, 1,000 at a time.
+
+    Plain rows of the table's columns, not ORM objects: an export reads every row once and changes
+    none, and building an object per row (identity map, attribute state) was a third of its time."""
+    table = model.__table__
     statement = (
-        sa.select(model, Enquiry.sender_email, Enquiry.phone, Enquiry.channel, Enquiry.sender_name)
-        .join(Enquiry, Enquiry.id == model.enquiry_id)
-        .order_by(model.id)
+        sa.select(
+            *table.columns,
+            Enquiry.sender_email.label("enquiry_sender_email"),
+            Enquiry.phone.label("enquiry_phone"),
+            Enquiry.channel.label("enquiry_channel"),
+            Enquiry.sender_name.label("enquiry_sender_name"),
+        )
+        .join(Enquiry, Enquiry.id == table.c.enquiry_id)
+        .order_by(table.c.id)
         .execution_options(yield_per=1000)
     )
     if since is not None:
-        statement = statement.where(model.created_at >= since)
-    for row, email, phone, channel, name in session.execute(statement):
+        statement = statement.where(table.c.created_at >= since)
+    for row in session.execute(statement):
+        email, phone = row.enquiry_sender_email, row.enquiry_phone
+        channel, name = row.enquiry_channel, row.enquiry_sender_name
         yield {
             "record": record,
             "id": row.id,
@@ -43,7 +55,7 @@ def _stream(
 
 
 def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    def shape(row: DecisionRow) -> dict[str, Any]:
+    def shape(row: Any) -> dict[str, Any]:  # a row of the decisions table
         return {
             "actor": row.actor,
             "kind": row.kind,
@@ -62,7 +74,7 @@ def iter_decisions(session: Session, *, since: datetime | None = None) -> Iterat
 
 
 def iter_corrections(session: Session, *, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    def shape(row: Correction) -> dict[str, Any]:
+    def shape(row: Any) -> dict[str, Any]:  # a row of the corrections table
         return {
             "actor": row.corrected_by,
             "kind": "correction",

@@ -8,7 +8,9 @@ take a session as their first argument and never make their own.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration's revision; tests/test_schema.py checks it is Alembic's head.
-SCHEMA_REVISION = "0018"
+SCHEMA_REVISION = "0019"
+# How long a write waits for SQLite's one write lock before it fails with "database is locked".
+SQLITE_LOCK_WAIT_SECONDS = 30
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the pragmas and pool settings each backend needs."""
     if url.startswith("sqlite"):
         _private_sqlite_file(url)
-        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_LOCK_WAIT_SECONDS}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -64,6 +68,13 @@ def _private_sqlite_file(url: str) -> None:
             candidate.chmod(0o600)
 
 
+def migrated_engine(url: str) -> Engine:
+    """The engine of a command or flow: made, and the schema brought to the newest revision."""
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    return engine
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit (we hand them to templates and JSON)."""
     return sessionmaker(bind=engine, expire_on_commit=False)
@@ -74,6 +85,42 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def write_transaction(
+    factory: sessionmaker[Session], *, clock: Callable[[], float] = time.monotonic
+) -> Iterator[Session]:
+    """A unit of work that writes at once: on SQLite it takes the write lock first (BEGIN IMMEDIATE),
+    looking for it every millisecond instead of in SQLite's busy handler.
+
+    The busy handler sleeps in growing steps, 100 ms apiece once it has waited a quarter of a second,
+    and a process writing part after part (the pipeline) takes the lock again within microseconds of
+    its commit: a waiter that sleeps through those gaps can wait for seconds. Looking every
+    millisecond, it gets the lock in the gap the pipeline leaves between its parts
+    (pipeline/process.py, SQLITE_PART_GAP_SECONDS). After `SQLITE_LOCK_WAIT_SECONDS` it gives up with
+    SQLite's own "database is locked", as the busy handler would. Elsewhere it is `transaction`.
+    """
+    with factory() as session, session.begin():
+        if session.get_bind().dialect.name == "sqlite":
+            _begin_immediate(session.connection().connection.driver_connection, clock)
+        yield session
+
+
+def _begin_immediate(driver: Any, clock: Callable[[], float]) -> None:
+    deadline = clock() + SQLITE_LOCK_WAIT_SECONDS
+    driver.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or clock() >= deadline:
+                    raise
+            time.sleep(0.001)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {SQLITE_LOCK_WAIT_SECONDS * 1000}")
 
 
 def upgrade_schema(engine: Engine) -> None:

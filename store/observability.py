@@ -1,11 +1,12 @@
 """Read-only figures for /metrics and `triage status`: counts from the counters the triggers keep
-(store/counters.py), distributions over one week from covering indexes."""
+(store/counters.py), drift's week from its per-day counters; the index reads over a week of rows
+remain for a drift reference whose bins the counters do not hold."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,38 @@ def sla_by_status(session: Session) -> list[tuple[str, str, int]]:
 
 def outbox_by_status(session: Session) -> list[tuple[str, str, int]]:
     return sorted((o, s, n) for (o, s, _), n in counters.counts(session, "crm_outbox").items())
+
+
+def reply_states(session: Session) -> list[tuple[str, str, int]]:
+    """Replies by kind and state (pending, retrying, sending, sent, failed), as reply_outbox.states_by_kind
+    counts them from the rows."""
+    return sorted((k, s, n) for (k, s, _), n in counters.counts(session, "reply_outbox").items())
+
+
+def open_by_owner_team(session: Session) -> list[tuple[str, str, int]]:
+    """(owner, team, open and claimed review items); owner and team '' when none."""
+    open_items: Counter[tuple[str, str]] = Counter()
+    for (owner, team, status), n in counters.counts(session, "review_owners").items():
+        if status in ("open", "claimed"):
+            open_items[(owner, team)] += n
+    return sorted((owner, team, n) for (owner, team), n in open_items.items() if n)
+
+
+def drift_counts(
+    session: Session, *, days_from: date, model_version: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    """One model's predicted intents and confidence bins (counters.DRIFT_EDGES, by lower edge) over
+    the UTC days from `days_from` on, from the per-day counters."""
+    kept = counters.figures(session, ["drift_intents", "drift_confidence"], days_from=days_from)
+    intents: Counter[str] = Counter()
+    bins: Counter[str] = Counter()
+    for (_day, version, intent), (n, _) in kept["drift_intents"].items():
+        if version == model_version:
+            intents[intent] += n
+    for (_day, version, lower), (n, _) in kept["drift_confidence"].items():
+        if version == model_version:
+            bins[lower] += n
+    return dict(intents), dict(bins)
 
 
 def open_quarantine(session: Session) -> int:
@@ -138,14 +171,12 @@ def predicted_intents(
 
 
 def stage_seconds(session: Session) -> tuple[dict[str, float], int]:
-    """Processing seconds per stage, summed over recorded runs, and the enquiries those runs opened."""
-    totals: dict[str, float] = {}
-    enquiries = 0
-    for summary in session.scalars(sa.select(FlowRun.summary).where(FlowRun.name == "intake")):
-        for stage, seconds in (summary.get("stage_seconds") or {}).items():
-            totals[stage] = totals.get(stage, 0.0) + float(seconds)
-        enquiries += int(summary.get("enquiries") or 0)
-    return totals, enquiries
+    """Processing seconds per stage, summed over recorded intake runs, and the enquiries those runs
+    opened: from the counters the flow_runs trigger keeps (a run is one row more, never a longer read)."""
+    kept = counters.figures(session, ["stage_seconds", "intake_runs"])
+    totals = {stage: amount for (stage, _, _), (_, amount) in kept["stage_seconds"].items()}
+    enquiries = sum(amount for _, amount in kept["intake_runs"].values())
+    return totals, round(enquiries)
 
 
 def last_runs(session: Session, *, limit: int = 10) -> list[FlowRun]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,24 +46,23 @@ def save_batch(
     return inserted
 
 
-def save_deliveries(session: Session, records: Sequence[RawRecordIn], *, source: str, now: datetime) -> int:
-    """Store web-hook deliveries not seen before; the source's 'last delivery' moves at most every
-    10 s, so concurrent deliveries never queue on that one row's lock (each would wait for the other's
-    commit, one fsync after another)."""
-    inserted = save_batch(session, records, source=source, state=None, now=now)
+def mark_delivered(session: Session, sources: Iterable[str], *, now: datetime) -> None:
+    """Move each source's 'last delivery' to `now`, at most every 10 s, so concurrent deliveries never
+    queue on that one row's lock (each would wait for the other's commit, one fsync after another)."""
     state = {"last_received_at": now.isoformat()}
-    insert_ignore(
-        session,
-        SourceCheckpoint,
-        [{"source": source, "state": state, "updated_at": now}],
-        conflict=["source"],
-    )
-    session.execute(
-        sa.update(SourceCheckpoint)
-        .where(SourceCheckpoint.source == source, SourceCheckpoint.updated_at < now - DELIVERY_MARK_EVERY)
-        .values(state=state, updated_at=now)
-    )
-    return inserted
+    for source in sorted(sources):
+        insert_ignore(
+            session,
+            SourceCheckpoint,
+            [{"source": source, "state": state, "updated_at": now}],
+            conflict=["source"],
+        )
+        session.execute(
+            sa.update(SourceCheckpoint)
+            .where(SourceCheckpoint.source == source, SourceCheckpoint.updated_at < now - DELIVERY_MARK_EVERY)
+            .values(state=state, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def set_checkpoint(session: Session, source: str, state: dict[str, Any], *, now: datetime) -> None:

@@ -71,6 +71,8 @@ def test_erase_list_shows_each_tombstone_without_the_address(env: dict[str, str]
 def test_db_recount_reports_each_family(env: dict[str, str]) -> None:
     data = run(env, "db", "recount", "--json")
     assert set(data["families"]) == {
-        "raw_records", "enquiries", "confidence", "review_items", "sla_timers", "crm_outbox"
+        "raw_records", "enquiries", "confidence", "review_items", "sla_timers", "crm_outbox",
+        "drift_intents", "drift_confidence", "reply_outbox", "first_touches", "review_owners",
+        "intake_runs", "stage_seconds",
     }  # fmt: skip
     assert not any(data["changed"].values())

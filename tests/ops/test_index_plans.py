@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from store import counters, enquiries, observability, raw, review_repo
+from store import counters, enquiries, observability, raw, review_repo, sla_repo
 from store.tables import Base, Enquiry, RawRecord, ReviewItem
 from tests.builders import insert_enquiry
 
@@ -47,6 +47,14 @@ COUNTED: dict[str, Callable[[Session], Any]] = {
     "sla timers by status": observability.sla_by_status,
     "outbox by status": observability.outbox_by_status,
     "confidence histogram": lambda s: observability.confidence_buckets(s, counters.CONFIDENCE_BUCKETS),
+    # Migration 0019: drift's week, the reply outbox, first touches, owners' open items, stage seconds.
+    "drift: last seven days' intents and confidence bins": lambda s: observability.drift_counts(
+        s, days_from=WEEK.date(), model_version="m"
+    ),
+    "replies by kind and state": observability.reply_states,
+    "first touches by source": sla_repo.first_touches_by_source,
+    "open review items by owner and team": observability.open_by_owner_team,
+    "stage seconds of intake runs": observability.stage_seconds,
 }
 COUNTER_TABLES = {"counters", "counter_deltas"}
 # The rest of what status and /metrics count: an index-only pass is fine, a pass over the rows is not.
@@ -227,3 +235,50 @@ def test_queue_pages_put_items_without_a_due_time_last(session_factory: sessionm
     assert all(total == 6 for _, total in pages)
     subjects = [row.subject for rows, _ in pages for row in rows]
     assert subjects == ["s4", "s2", "s0", "s1", "s3", "s5"]
+
+
+def test_drift_stage_and_reply_collectors_read_only_the_counters(engine: Engine) -> None:
+    """The collectors themselves, not only their store functions: drift reads the active model's row
+    and the counters (its reference on training's edges), stages and replies only the counters."""
+    from app.metrics import drift_metrics, reply_metrics, stage_metrics
+    from store import model_registry
+
+    edges = [round(x / 10, 1) for x in range(11)]
+    reference = {"label_shares": {"a": 1.0}, "confidence_histogram": {"edges": edges, "counts": [1] * 10}}
+    with sessionmaker(bind=engine)() as session, session.begin():
+        model_registry.add_version(
+            session, version="m", artifact_path="x", provenance={"reference": reference},
+            created_at=WEEK, status="active",
+        )  # fmt: skip
+    allowed = {
+        "drift": COUNTER_TABLES | {"model_versions"},
+        "stages": COUNTER_TABLES,
+        "replies": COUNTER_TABLES,
+    }
+    for name, collect in (("drift", drift_metrics), ("stages", stage_metrics), ("replies", reply_metrics)):
+        statements = captured(engine, lambda s, collect=collect: collect(s, WEEK))
+        read = set()
+        for statement, _ in statements:
+            read |= set(re.findall(r"\b(?:FROM|JOIN)\s+(\w+)", statement, flags=re.IGNORECASE)) & TABLES
+        assert read <= allowed[name], (name, read)
+        assert read & COUNTER_TABLES, name  # it did read the counters
+
+
+def test_a_scrape_reads_the_counters_once(engine: Engine) -> None:
+    """One query for every counter family, shared by every collector of the scrape."""
+    from app.metrics import DatabaseCollector
+
+    reads: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if re.search(r"\bFROM\s+(counters|counter_deltas)\b", statement, flags=re.IGNORECASE):
+            reads.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        clock = lambda: WEEK  # noqa: E731
+        names = [m.name for m in DatabaseCollector(sessionmaker(bind=engine), clock=clock).collect()]
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    assert "triage_review_backlog" in names and "triage_stage_seconds" in names
+    assert len(reads) == 1, reads

@@ -137,3 +137,40 @@ def test_audit_export_masks_notes_by_default_and_keeps_them_with_raw_identities(
     assert "Ann" not in text and "Lee" not in text and "NL91" not in text and "pii_" in text
     clear = CliRunner().invoke(cli_app, ["audit", "export", "--raw-identities"])
     assert "Ann Lee asked" in clear.stdout and "NL91ABNA0417164300" in clear.stdout
+
+
+def test_pseudonymised_export_keeps_ids_times_and_versions_and_still_masks_people() -> None:
+    # Each of these was mangled before: "ab12..." is IBAN-shaped, ".123456" and "20261207-1530" phone-shaped.
+    record = {
+        "record": "decision",
+        "id": 7,
+        "created_at": "2026-01-05T08:00:00.123456+00:00",
+        "enquiry_id": "ab1234cdef0f45a9b2c3d4e5f6a7b8c9",
+        "channel": "email",
+        "sender_email": "dana@brightwater.example",
+        "sender_phone": None,
+        "sender_name": "Dana Fox",
+        "actor": "dana.fox@brightwater.example",
+        "kind": "triage",
+        "model_version": "starter-20261207-1530",
+        "policy_version": "2026.1",
+        "reasons": ["estimated ARR 71,040 USD at or above 50,000", "call Dana on +44 20 7946 0958"],
+        "previous": {"queue": "sales", "by": "ops@brightwater.example"},
+    }
+    out = pseudonymise(record, b"key")
+    for field in (
+        "record",
+        "id",
+        "created_at",
+        "enquiry_id",
+        "channel",
+        "kind",
+        "model_version",
+        "policy_version",
+    ):
+        assert out[field] == record[field], field
+    assert out["actor"].startswith("pii_") and "@" not in out["actor"]
+    assert out["reasons"][0] == "estimated ARR 71,040 USD at or above 50,000"
+    assert "Dana" not in out["reasons"][1] and "7946" not in out["reasons"][1]
+    assert out["previous"]["queue"] == "sales" and out["previous"]["by"].startswith("pii_")
+    assert out["sender_name"].startswith("pii_")

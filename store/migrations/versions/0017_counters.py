@@ -61,13 +61,15 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     # The backfill and the triggers run in the migration's one transaction: no change is missed
     # between counting what is there and counting what comes.
-    counters.backfill(op.get_bind())
-    for statement in counters.trigger_ddl(dialect):
+    # The families of this revision only: 0019 adds the rest (and replaces these triggers).
+    counters.backfill(op.get_bind(), counters.FAMILIES_0017)
+    for statement in counters.trigger_ddl(dialect, counters.families_of(counters.FAMILIES_0017)):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    for statement in counters.drop_trigger_ddl(op.get_bind().dialect.name):
+    only = counters.families_of(counters.FAMILIES_0017)
+    for statement in counters.drop_trigger_ddl(op.get_bind().dialect.name, only):
         op.execute(statement)
     for name in OPEN_QUEUE_INDEXES:
         op.drop_index(f"ix_review_open_{name}", table_name="review_items")
