@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from pipeline.routing import Router, RouteRequest
+from pipeline.routing import Assignment, Router, RouteRequest
 from store import review_repo, routing_repo
 from store.routing_repo import OPEN_STATUSES, Member
 from store.tables import DecisionRow, Enquiry, ReviewItem
@@ -94,18 +94,36 @@ def reroute(session: Session, item_id: int, router: Router, *, by: str, now: dat
     # The item leaves its owner's count before routing counts the loads.
     routing_repo.set_owner(session, item.id, owner=None, team=item.team, now=now)
     assignment = router.route(session, [request], now=now, exclude=previous)[enquiry.id]
-    routing_repo.set_owner(session, item.id, owner=assignment.owner, team=assignment.team, now=now)
-    if item.claimed_by == previous and previous is not None:
-        review_repo.set_item_state(session, item, status="open", claimed_by=None, claimed_at=None)
-    _audit(
+    _move(
         session,
+        item,
         enquiry,
+        assignment,
+        previous=previous,
         by=by,
         now=now,
         reason=f"routed again by {by} (was {previous or 'nobody'}): {assignment.reason}",
     )
     session.flush()
     return assignment.owner
+
+
+def _move(
+    session: Session,
+    item: ReviewItem,
+    enquiry: Enquiry,
+    assignment: Assignment,
+    *,
+    previous: str | None,
+    by: str,
+    now: datetime,
+    reason: str,
+) -> None:
+    """Give `item` its new owner, release the previous owner's claim on it, and audit the move."""
+    routing_repo.set_owner(session, item.id, owner=assignment.owner, team=assignment.team, now=now)
+    if item.claimed_by is not None and item.claimed_by == previous:
+        review_repo.set_item_state(session, item, status="open", claimed_by=None, claimed_at=None)
+    _audit(session, enquiry, by=by, now=now, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +249,12 @@ def route_again(
             routing_repo.set_owner(session, item.id, owner=was, team=team_was, now=assigned_at or now)
             result.unchanged.append(move)
             continue
-        routing_repo.set_owner(session, item.id, owner=assignment.owner, team=assignment.team, now=now)
-        if item.claimed_by is not None and item.claimed_by == was:
-            review_repo.set_item_state(session, item, status="open", claimed_by=None, claimed_at=None)
-        _audit(
+        _move(
             session,
+            item,
             enquiry,
+            assignment,
+            previous=was,
             by=by,
             now=now,
             reason=f"routed again by {by}: {was or 'nobody'} -> {assignment.owner or 'nobody'} "
