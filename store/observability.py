@@ -7,21 +7,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from store import counters
 from store.tables import Enquiry, FlowRun, Quarantine
-
-
-def grouped(session: Session, *columns: Any, where: Any = None) -> list[tuple[Any, ...]]:
-    statement = sa.select(*columns, sa.func.count()).group_by(*columns)
-    if where is not None:
-        statement = statement.where(where)
-    return [tuple(row) for row in session.execute(statement)]
-
 
 # --- counts, one function per figure family: read from store/counters.py, not from the rows ---------
 # Each costs the same at any size (a few dozen counter rows and the deltas not folded yet). Another
@@ -100,17 +91,6 @@ def open_quarantine(session: Session) -> int:
     return int(session.scalar(statement) or 0)
 
 
-def confidences(
-    session: Session, *, since: datetime | None = None, model_version: str | None = None
-) -> list[float]:
-    statement = sa.select(Enquiry.confidence).where(Enquiry.model_version != "rule:honeypot")
-    if since is not None:
-        statement = statement.where(Enquiry.created_at >= since)
-    if model_version is not None:
-        statement = statement.where(Enquiry.model_version == model_version)
-    return [float(value) for value in session.scalars(statement)]
-
-
 def confidence_buckets(session: Session, edges: Sequence[float]) -> tuple[list[int], int, float]:
     """Cumulative counts of confidences at or below each edge, the count and the sum.
 
@@ -157,17 +137,6 @@ def confidence_histogram(
     ).one()
     cumulative = [int(n or 0) for n in row]  # values < e0, < e1, ..., <= e_last
     return [cumulative[i + 1] - cumulative[i] for i in range(len(edges) - 1)]
-
-
-def predicted_intents(
-    session: Session, *, since: datetime | None = None, model_version: str | None = None
-) -> dict[str, int]:
-    conditions = [Enquiry.model_version != "rule:honeypot"]
-    if since is not None:
-        conditions.append(Enquiry.created_at >= since)
-    if model_version is not None:
-        conditions.append(Enquiry.model_version == model_version)
-    return {intent: int(n) for intent, n in grouped(session, Enquiry.intent, where=sa.and_(*conditions))}
 
 
 def stage_seconds(session: Session) -> tuple[dict[str, float], int]:

@@ -33,7 +33,6 @@ LOOKUPS: dict[str, Callable[[Session], Any]] = {
     "count pending records": raw.count_pending,
     "queue filtered by intent": lambda s: review_repo.queue_rows(s, intent="pricing"),
     "queue filtered by queue": lambda s: review_repo.queue_rows(s, queue="sales"),
-    "drift: last week's intents": lambda s: observability.predicted_intents(s, since=WEEK, model_version="m"),
     "drift: last week's confidences": lambda s: observability.confidence_histogram(
         s, (0.0, 0.5, 1.0), since=WEEK, model_version="m"
     ),
