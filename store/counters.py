@@ -228,6 +228,11 @@ def _tables(families: Sequence[Family] = FAMILIES) -> dict[str, list[Family]]:
 
 # What migration 0017 created the triggers for: its downgrade and 0019's must name those, not today's.
 FAMILIES_0017 = ("raw_records", "enquiries", "confidence", "review_items", "sla_timers", "crm_outbox")
+# ... and what 0019 added: a later migration that adds families must not change what 0019 creates.
+FAMILIES_0019 = (
+    "drift_intents", "drift_confidence", "reply_outbox", "first_touches", "review_owners", "intake_runs",
+    "stage_seconds",
+)  # fmt: skip
 
 
 def families_of(names: Sequence[str]) -> list[Family]:

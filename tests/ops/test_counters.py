@@ -247,3 +247,11 @@ def test_migration_0019_backfills_the_new_families_and_its_downgrade_keeps_0017s
     with session_factory() as session:
         kept = counters.figures(session)
     assert kept["drift_intents"] and kept["reply_outbox"] and kept["first_touches"] and kept["review_owners"]
+
+
+def test_every_counter_family_is_created_by_exactly_one_migration() -> None:
+    # A family added to FAMILIES without a migration of its own would have no triggers on a database
+    # migrated before it; one listed twice would be backfilled twice.
+    created = counters.FAMILIES_0017 + counters.FAMILIES_0019
+    assert sorted(created) == sorted(counters.FAMILY_NAMES)
+    assert len(set(created)) == len(created)

@@ -17,7 +17,8 @@ down_revision = "0018"
 branch_labels = None
 depends_on = None
 
-NEW = tuple(name for name in counters.FAMILY_NAMES if name not in counters.FAMILIES_0017)
+NEW = counters.FAMILIES_0019
+AT_0019 = counters.families_of(counters.FAMILIES_0017 + counters.FAMILIES_0019)
 # `counter_deltas` is emptied by every fold: vacuum it after a fixed number of dead rows, not a share
 # of a table that is nearly always small (the default 20% waits for a share of nothing, then of 849k).
 AUTOVACUUM = "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000"
@@ -31,7 +32,7 @@ def upgrade() -> None:
     for statement in counters.drop_trigger_ddl(dialect, counters.families_of(counters.FAMILIES_0017)):
         op.execute(statement)
     counters.backfill(bind, NEW)
-    for statement in counters.trigger_ddl(dialect):
+    for statement in counters.trigger_ddl(dialect, AT_0019):
         op.execute(statement)
     if dialect == "postgresql":
         op.execute(f"ALTER TABLE counter_deltas SET ({AUTOVACUUM})")
@@ -42,7 +43,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    for statement in counters.drop_trigger_ddl(dialect):
+    for statement in counters.drop_trigger_ddl(dialect, AT_0019):
         op.execute(statement)
     for statement in counters.trigger_ddl(dialect, counters.families_of(counters.FAMILIES_0017)):
         op.execute(statement)
