@@ -118,6 +118,36 @@ def test_rerun_changes_nothing(session_factory: sessionmaker[Session], context: 
     assert before["enquiries"] == 10 and before["decisions"] == 10
 
 
+def test_enquiry_ids_grow_with_intake_and_a_record_keeps_its_id(
+    session_factory: sessionmaker[Session], context: PipelineContext
+) -> None:
+    """Ids in intake order keep every index keyed by an enquiry id appending at one end (ingest at 1M
+    stored enquiries, docs/benchmarks.md); a record processed again derives the id it had."""
+    from pipeline.normalise import enquiry_id_for
+    from store.raw import PendingRecord
+
+    store(
+        session_factory,
+        Channel.EMAIL,
+        [email_bytes(message_id=f"<order{i}@x>", body=f"Pricing for {i} seats, please") for i in range(40)],
+    )
+    process_pending(session_factory, context)
+    with session_factory() as session:
+        rows = session.execute(sa.select(Enquiry.raw_id, Enquiry.id).order_by(Enquiry.raw_id)).all()
+        raws = {r.id: r for r in session.scalars(sa.select(RawRecord))}
+    ids = [enquiry_id for _, enquiry_id in rows]
+    assert len(ids) == 40 and ids == sorted(ids) and len(set(ids)) == 40
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i[12] == "5" for i in ids)
+    for raw_id, enquiry_id in rows:
+        raw = raws[raw_id]
+        again = PendingRecord(raw.id, raw.source, raw.channel, raw.external_key, b"", raw.received_at)
+        assert enquiry_id_for(again) == enquiry_id
+    # The same raw id with another key is another enquiry: the hash part tells them apart.
+    first = raws[rows[0][0]]
+    other = PendingRecord(first.id, first.source, first.channel, first.external_key + "x", b"", first.received_at)
+    assert enquiry_id_for(other) != ids[0] and enquiry_id_for(other)[:12] == ids[0][:12]
+
+
 def test_crash_mid_run_loses_and_doubles_nothing(
     session_factory: sessionmaker[Session], context: PipelineContext
 ) -> None:
