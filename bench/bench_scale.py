@@ -2,12 +2,13 @@
 
     python bench/bench_scale.py [--sizes 10000,100000,1000000] [--database-url postgresql://...] [--json]
                                 [--product-up-to 100000] [--batch 10000] [--keep] [--reuse PATH|URL]
-                                [--baseline] [--skip-exports]
+                                [--baseline] [--skip-exports] [--repeat 3]
 
 How the store is made: bench_store.BenchStore (the product's path up to `--product-up-to`, then the
-bulk copy; the last `--batch` of every size is always a product batch, and that batch's rate is the
-ingest figure). `--database-url` points at a PostgreSQL server: a fresh database is made there and
-dropped at the end. Without it, SQLite under a temporary TRIAGE_HOME.
+bulk copy; the last `--repeat` batches of `--batch` at every size are always product batches, and
+the median of their rates is the ingest figure, printed with the range). `--database-url` points at a
+PostgreSQL server: a fresh database is made there and dropped at the end. Without it, SQLite under a
+temporary TRIAGE_HOME.
 
 At each size it prints: the ingest rate of that last product batch and its ratio to the empty
 store's rate (`ingest_vs_empty`, target >= 0.8), the run's dedupe/threading seconds per 10k,
@@ -20,9 +21,10 @@ Options:
 - `--keep`: keep the built store (TRIAGE_HOME, and the PostgreSQL database) and print where it is;
 - `--reuse PATH|URL`: measure an already-built store (a kept TRIAGE_HOME, a SQLite file or a
   PostgreSQL URL) as it is: nothing is built or imported into it, so there is no ingest figure;
-- `--baseline`: measure the empty-store ingest rate in a fresh empty store of the same backend (one
-  product batch of `--batch`) rather than taking the first product batch of the build; the
-  baseline is always printed (`baseline`) with where it came from;
+- `--baseline`: measure the empty-store ingest rate in a fresh empty store of the same backend
+  (`--repeat` product batches of `--batch`) rather than taking the build's first `--repeat` product
+  batches; the baseline is always printed (`baseline`) with where it came from;
+- `--repeat N` (default 3): product batches per figure; their median is reported;
 - `--skip-exports`: skip the SLA report and audit export runs (minutes at 1M).
 """
 
@@ -186,6 +188,8 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="measure the empty-store ingest rate in a fresh empty store")  # fmt: skip
     parser.add_argument("--skip-exports", action="store_true", help="skip the SLA report and audit export")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="product batches per ingest figure, median reported (default 3)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     sizes = [int(part) for part in options.sizes.split(",")]
@@ -195,7 +199,10 @@ def main() -> None:
     if options.baseline:
         empty = BenchStore.create(work / "baseline", database_url=options.database_url, name="bench_baseline")
         try:
-            baseline = {**empty.product_batch(options.batch), "from": "a fresh empty store (--baseline)"}
+            for _ in range(options.repeat):
+                empty.product_batch(options.batch)
+            figure = empty.empty_figure(options.repeat) or {}
+            baseline = {**figure, "from": "a fresh empty store (--baseline)"}
         finally:
             empty.close(keep=False)
         log(f"baseline: {json.dumps(baseline)}", options.json)
@@ -214,13 +221,13 @@ def main() -> None:
             log(json.dumps(row), options.json)
         for target in [] if options.reuse else sizes:
             started = time.perf_counter()
-            made, batch = store.grow_to(target, product_up_to=options.product_up_to, batch=options.batch)
+            made, batch = store.grow_to(
+                target, product_up_to=options.product_up_to, batch=options.batch, repeat=options.repeat
+            )
             build_s = round(time.perf_counter() - started)
-            if baseline is None and store.empty_batch is not None:
-                baseline = {
-                    **store.empty_batch,
-                    "from": "the build's first product batch, into the empty store",
-                }
+            if baseline is None and (first := store.empty_figure(options.repeat)) is not None:
+                made_from = f"the build's first {options.repeat} product batches, from the empty store"
+                baseline = {**first, "from": made_from}
             row = {"size": store.enquiry_count(), "made_by": made, "build_s": build_s, **batch,
                    **measure(store.env, store.work, exports=not options.skip_exports)}  # fmt: skip
             if baseline and "ingest_per_s" in row:
