@@ -274,6 +274,9 @@ def main() -> None:
         default=0,
         help="run the pipeline under `nice -n N` (the web process keeps its priority; default 0)",
     )
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="uvicorn processes serving the hooks (default 1)"
+    )
     parser.add_argument("--no-pipeline", action="store_true", help="measure the hooks alone")
     parser.add_argument(
         "--batch-size", type=int, help="the pipeline's TRIAGE_BATCH_SIZE (default: the product's, 500)"
@@ -296,7 +299,7 @@ def main() -> None:
             env["TRIAGE_BATCH_SIZE"] = str(args.batch_size)
         if args.parse_workers:
             env["TRIAGE_PARSE_WORKERS"] = str(args.parse_workers)
-        server = start_server(url, home, port, env)
+        server = start_server(url, home, port, env, workers=args.web_workers)
         pipeline = (
             None
             if args.no_pipeline
@@ -325,6 +328,7 @@ def main() -> None:
             "pipeline_running": pipeline is not None,
             "pipeline_processes": "fresh per pass" if args.fresh_processes else "one long-lived",
             "pipeline_nice": args.pipeline_nice,
+            "web_workers": args.web_workers,
             "pipeline_batch_size": args.batch_size or 500,
             "pipeline_parse_workers": args.parse_workers or "default",
             "raw_records_stored": stored,

@@ -168,9 +168,10 @@ def server_environment(url: str, home: Path) -> dict[str, str]:
 
 
 def start_server(
-    url: str, home: Path, port: int, env: dict[str, str] | None = None
+    url: str, home: Path, port: int, env: dict[str, str] | None = None, *, workers: int = 1
 ) -> subprocess.Popen[bytes]:
-    """uvicorn serving the app on 127.0.0.1:`port`, once /healthz answers (env: the whole environment)."""
+    """uvicorn serving the app on 127.0.0.1:`port`, once /healthz answers (env: the whole environment;
+    `workers`: uvicorn processes, as `triage serve --workers`)."""
     env = env or server_environment(url, home)
     command = [
         sys.executable,
@@ -185,6 +186,7 @@ def start_server(
         "--log-level",
         "warning",
         "--no-access-log",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     process = subprocess.Popen(command, env=env, cwd=ROOT)
     deadline = time.monotonic() + 60

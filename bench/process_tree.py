@@ -70,8 +70,17 @@ class PeakTreeMemory:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time `pid` has used so far (/proc/PID/stat, clock ticks)."""
+    """User + system CPU time `pid` and its live descendants have used so far (/proc/PID/stat, clock
+    ticks): a server with worker processes (uvicorn --workers) is counted whole."""
     import os
 
-    fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    pending, ticks = [pid], 0
+    while pending:
+        current = pending.pop()
+        try:
+            fields = (PROC / str(current) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+        pending += _children(current)
+    return ticks / os.sysconf("SC_CLK_TCK")
