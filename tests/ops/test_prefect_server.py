@@ -392,12 +392,15 @@ def test_flows_serve_runs_intake_on_its_schedule_and_stops_cleanly(tmp_path: Pat
             while not completed and time.monotonic() - waited < RUN_SECONDS:
                 runs = (
                     client.post(
-                        "/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}}
+                        "/flow_runs/filter",
+                        json={"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}},
                     )
                     .raise_for_status()
                     .json()
                 )
-                completed = [run for run in runs if run["state_type"] == "COMPLETED" and run["auto_scheduled"]]
+                completed = [
+                    run for run in runs if run["state_type"] == "COMPLETED" and run["auto_scheduled"]
+                ]
                 if not completed:
                     assert not any(run["state_type"] in {"FAILED", "CRASHED"} for run in runs), runs
                     time.sleep(2)

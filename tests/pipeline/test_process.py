@@ -144,7 +144,9 @@ def test_enquiry_ids_grow_with_intake_and_a_record_keeps_its_id(
         assert enquiry_id_for(again) == enquiry_id
     # The same raw id with another key is another enquiry: the hash part tells them apart.
     first = raws[rows[0][0]]
-    other = PendingRecord(first.id, first.source, first.channel, first.external_key + "x", b"", first.received_at)
+    other = PendingRecord(
+        first.id, first.source, first.channel, first.external_key + "x", b"", first.received_at
+    )
     assert enquiry_id_for(other) != ids[0] and enquiry_id_for(other)[:12] == ids[0][:12]
 
 
