@@ -171,7 +171,7 @@ def start_server(
     url: str, home: Path, port: int, env: dict[str, str] | None = None, *, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     """uvicorn serving the app on 127.0.0.1:`port`, once /healthz answers (env: the whole environment;
-    `workers`: uvicorn processes, as `triage serve --workers`)."""
+    `workers`: uvicorn processes, `uvicorn --workers`)."""
     env = env or server_environment(url, home)
     command = [
         sys.executable,
